@@ -1,0 +1,176 @@
+"""Decoder hot-path benchmarks.
+
+Run as ``python benchmarks/decode.py``. Currently measures the masked sampling step (numba kernel
+behind ``nco.kernels.sampling.masked_sample`` vs the torch reference ``sample_torch``) on a
+POMO-sized decoding step; a full rollout benchmark can be added as another ``bench_*`` function
+whose headline numbers ``main`` appends to the ``RESULT`` line.
+
+Timings are medians over repeats, with both paths measured in the same run on the same inputs;
+the ratio column is ``torch reference time / kernel time`` (higher is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numba
+import torch
+
+from nco.kernels.sampling import masked_sample, sample_torch
+
+THREADS = 2
+
+# Decoding configurations timed by bench_sampling: name -> keyword arguments.
+SAMPLING_MODES: dict[str, dict] = {
+    "greedy": {"greedy": True},
+    "sampling": {},
+    "sampling top_k=10": {"top_k": 10},
+    "sampling top_p=0.9": {"top_p": 0.9},
+}
+
+
+def make_step_inputs(
+    batch: int = 256, starts: int = 100, nodes: int = 101, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and mask of one mid-rollout decoding step.
+
+    Returns
+    -------
+    logits : Tensor, float32, shape [batch, starts, nodes]
+        Tanh-clipped scores (``10 * tanh``), as produced by attention decoders.
+    mask : Tensor, bool, shape [batch, starts, nodes]
+        Depot infeasible and a per-row fraction in [0.3, 0.7] of the customers already visited;
+        at least one customer stays feasible in every row.
+    """
+    g = torch.Generator().manual_seed(seed)
+    logits = 10.0 * torch.tanh(torch.randn(batch, starts, nodes, generator=g))
+    visited_frac = 0.3 + 0.4 * torch.rand(batch, starts, 1, generator=g)
+    mask = torch.rand(batch, starts, nodes, generator=g) >= visited_frac
+    mask[..., 0] = False
+    keep = torch.randint(1, nodes, (batch, starts, 1), generator=g)
+    mask.scatter_(-1, keep, True)
+    return logits, mask
+
+
+def _median_ms(fn: Callable[[int], object], repeats: int, warmup: int) -> float:
+    for i in range(warmup):
+        fn(i)
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn(warmup + i)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def bench_sampling(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    repeats: int = 30,
+    warmup: int = 3,
+    modes: dict[str, dict] | None = None,
+) -> dict:
+    """Time one masked sampling step: numba kernel vs torch reference.
+
+    Parameters
+    ----------
+    logits : Tensor, float32, shape [B, S, N] (CPU)
+    mask : Tensor, bool, shape [B, S, N]
+    repeats, warmup : int
+        Timed and untimed calls per path and mode; each call uses a new counter/generator state.
+    modes : dict, optional
+        Name -> keyword arguments of ``masked_sample``; defaults to ``SAMPLING_MODES``.
+
+    Returns
+    -------
+    dict
+        ``rows``: list of ``{mode, kernel_ms, torch_ms, speedup}``; ``greedy_speedup`` and
+        ``sampling_speedup`` (plain sampling) when those modes were timed.
+    """
+    modes = SAMPLING_MODES if modes is None else modes
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for name, kw in modes.items():
+        # Each path runs its repeats back to back so that neither pays for the other's thread
+        # pool spinning down; warm-up also triggers (or loads) the numba compilation.
+        kernel_ms = _median_ms(
+            lambda i, kw=kw: masked_sample(logits, mask, seed=1, counter=i, **kw), repeats, warmup
+        )
+        torch_ms = _median_ms(
+            lambda i, kw=kw: sample_torch(logits, mask, generator=gen, **kw), repeats, warmup
+        )
+        rows.append(
+            {
+                "mode": name,
+                "kernel_ms": kernel_ms,
+                "torch_ms": torch_ms,
+                "speedup": torch_ms / kernel_ms,
+            }
+        )
+    out: dict = {"rows": rows}
+    by_mode = {r["mode"]: r["speedup"] for r in rows}
+    if "greedy" in by_mode:
+        out["greedy_speedup"] = by_mode["greedy"]
+    if "sampling" in by_mode:
+        out["sampling_speedup"] = by_mode["sampling"]
+    return out
+
+
+def _print_table(title: str, rows: list[dict]) -> None:
+    print(title)
+    print(f"{'mode':<22}{'numba kernel ms':>17}{'torch ref ms':>14}{'ratio vs torch':>16}")
+    for r in rows:
+        print(f"{r['mode']:<22}{r['kernel_ms']:>17.2f}{r['torch_ms']:>14.2f}{r['speedup']:>15.2f}x")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--starts", type=int, default=100)
+    parser.add_argument("--nodes", type=int, default=101)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--csv", type=Path, default=None, help="also write the rows to this CSV")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(THREADS)
+    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numba {numba.__version__} ({numba.get_num_threads()} threads)"
+    )
+
+    # RESULT fields, in order; other benchmarks in this script append theirs.
+    result: dict[str, float] = {}
+
+    logits, mask = make_step_inputs(args.batch, args.starts, args.nodes)
+    sampling = bench_sampling(logits, mask, repeats=args.repeats)
+    _print_table(
+        f"sampling step, logits [{args.batch}, {args.starts}, {args.nodes}] float32, "
+        f"median of {args.repeats}",
+        sampling["rows"],
+    )
+    if args.csv is not None:
+        _write_csv(args.csv, sampling["rows"])
+    result["sampling_speedup"] = sampling["sampling_speedup"]
+
+    print("RESULT " + " ".join(f"{k}={v:.2f}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Routing problems: instances, generators, batched TorchRL environments, costs, checkers, files."""
+
+from nco.envs.common import Problem, standard_capacity
+from nco.envs.instance import Instance, InstanceError, Solution, Violation
+from nco.envs.io import (
+    load,
+    load_dataset,
+    read_solution,
+    save_dataset,
+    write_instance,
+    write_solution,
+)
+from nco.envs.registry import available, get_problem, make
+
+__all__ = [
+    "Instance",
+    "InstanceError",
+    "Problem",
+    "Solution",
+    "Violation",
+    "available",
+    "get_problem",
+    "load",
+    "load_dataset",
+    "make",
+    "read_solution",
+    "save_dataset",
+    "standard_capacity",
+    "write_instance",
+    "write_solution",
+]

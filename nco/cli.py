@@ -1,0 +1,176 @@
+"""The ``nco`` command line.
+
+Every subcommand turns bad input (a malformed file, an unknown option value) into one line on
+stderr and exit code 2, with no traceback and no partial output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nco import __version__
+
+
+class UsageError(Exception):
+    """Bad command-line input; reported as one line and exit code 2."""
+
+
+def _bks_lookup(instance_path: Path, name: str) -> float | None:
+    """Best-known value for an instance from a ``bks.csv`` beside it (as shipped in data/)."""
+    table = instance_path.parent / "bks.csv"
+    if not table.is_file():
+        return None
+    with table.open() as fh:
+        for row in csv.DictReader(fh):
+            if row.get("instance") in (name, instance_path.stem):
+                try:
+                    return float(row["bks"])
+                except (KeyError, ValueError):
+                    return None
+    return None
+
+
+def _format_cost(cost: float) -> str:
+    return f"{cost:.0f}" if abs(cost - round(cost)) < 1e-9 else f"{cost:.6g}"
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="recompute the cost of a solution file and check it")
+    p.add_argument("instance", type=Path, help="instance file (.vrp, .tsp, Solomon .txt)")
+    p.add_argument("solution", type=Path, help="solution file (VRPLIB .sol or TSPLIB .tour)")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from nco.envs import Solution, load, read_solution
+
+    inst = load(args.instance)
+    routes = read_solution(args.solution, inst)
+    sol = Solution.from_routes(inst, routes, solver=f"file:{args.solution.name}")
+    what = "customers" if inst.has_depot else "cities"
+    print(f"instance  {inst.name} ({inst.problem}, {inst.num_customers} {what}, {inst.edge_weight} distances)")
+    print(f"routes    {len(sol.routes)}")
+    print(f"cost      {_format_cost(sol.cost)}")
+    bks = _bks_lookup(args.instance, inst.name)
+    if bks is not None:
+        print(f"gap       {100.0 * (sol.cost - bks) / bks:+.3f}% to best-known {_format_cost(bks)}")
+    if sol.feasible:
+        print("feasible")
+        return 0
+    print(f"INFEASIBLE: {len(sol.violations)} violation(s)")
+    for v in sol.violations:
+        print(f"  - {v}")
+    return 1
+
+
+# ----------------------------------------------------------------------------- generate
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    from nco.envs import available
+    from nco.envs.common import DISTRIBUTIONS
+
+    p = sub.add_parser("generate", help="write generated instances as files plus a tensor dataset")
+    p.add_argument("--problem", required=True, choices=available())
+    p.add_argument("--size", type=int, required=True, help="customers (VRPs) or cities (TSP)")
+    p.add_argument("--num", type=int, required=True, help="number of instances")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--distribution", default="uniform", choices=DISTRIBUTIONS)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from nco.envs import get_problem, save_dataset, write_instance
+
+    if args.size < 1 or args.num < 1:
+        raise UsageError("--size and --num must be positive integers")
+    if args.seed < 0:
+        raise UsageError("--seed must be a non-negative integer")
+    problem = get_problem(args.problem)
+    try:
+        gen = problem.generator(num_loc=args.size, distribution=args.distribution)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    td = gen(args.num, seed=args.seed)
+    stem = f"{problem.name}{args.size}_{args.distribution}_seed{args.seed}"
+    ext = ".vrp" if problem.has_depot else ".tsp"
+    out: Path = args.out
+    width = max(4, len(str(args.num - 1)))
+    written: list[Path] = []
+    try:
+        for i in range(args.num):
+            inst = problem.to_instance(td[i : i + 1], name=f"{stem}_{i:0{width}d}")
+            written.append(write_instance(inst, out / f"{inst.name}{ext}"))
+        written.append(save_dataset(out / f"{stem}.pt", problem.name, td, seed=args.seed, size=args.size, distribution=args.distribution))
+    except BaseException:
+        # An interrupted generation must not leave a set that looks complete.
+        for f in written:
+            f.unlink(missing_ok=True)
+        raise
+    print(f"wrote {args.num} {problem.name} instances ({args.distribution}, {args.size} {'customers' if problem.has_depot else 'cities'}, seed {args.seed}) to {out}/")
+    print(f"tensor dataset: {out / (stem + '.pt')}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_evaluate]
+
+
+#: Subcommands that live in their own module under ``nco.commands``; each module has
+#: ``add_parser(subparsers)`` and ``run(args) -> int``.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _add_module_commands(sub: argparse._SubParsersAction) -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"nco.commands.{name}")
+        before = set(sub.choices)
+        module.add_parser(sub)
+        for new in set(sub.choices) - before:
+            if sub.choices[new].get_default("func") is None:
+                sub.choices[new].set_defaults(func=module.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``nco`` command."""
+    parser = argparse.ArgumentParser(prog="nco", description="Neural combinatorial optimization for vehicle routing.")
+    parser.add_argument("--version", action="version", version=f"nco {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in _COMMANDS:
+        add(sub)
+    _add_module_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nco`` console script; returns the exit code."""
+    from nco.envs import InstanceError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        func = args.func if hasattr(args, "func") else None
+        if func is None:
+            parser.error("missing command")
+        return int(func(args) or 0)
+    except (InstanceError, UsageError, OSError) as err:
+        print(f"nco {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        # Library validation errors name the offending value; show them without a traceback.
+        print(f"nco {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nco {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Sub-commands of the ``nco`` command line: each module has ``add_parser(subparsers)`` and
+``run(args) -> int``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["USER_ERRORS", "guarded"]
+
+#: Exceptions that mean bad input or a missing optional package: reported as one line on stderr
+#: with exit code 2, never as a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    ImportError,
+    KeyError,
+)
+
+
+def guarded(prog: str, fn: Callable[[Any], int], args: Any) -> int:
+    """Run ``fn(args)``; turn user errors into ``prog: error: message`` on stderr and exit code 2."""
+    try:
+        return fn(args)
+    except USER_ERRORS as err:
+        msg = str(err).strip().strip("'\"") or type(err).__name__
+        print(
+            f"{prog}: error: {msg.splitlines()[0] if msg else type(err).__name__}", file=sys.stderr
+        )
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""nco.plotting."""

@@ -1,0 +1,108 @@
+"""The `nco` command line: evaluate, generate, and bad input handling."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nco.envs as E
+from nco.cli import main
+
+NCO = [sys.executable, "-m", "nco.cli"]
+
+
+def test_evaluate_reproduces_best_known_values(instances_dir, capsys):
+    for inst, sol, expected in [
+        ("X-n101-k25.vrp", "X-n101-k25.sol", "27591"),
+        ("C101.txt", "C101.sol", "827.3"),
+        ("R101.txt", "R101.sol", "1637.7"),
+        ("kroA100.tsp", "kroA100.opt.tour", "21282"),
+        ("eil51.tsp", "eil51.opt.tour", "426"),
+        ("E-n13-k4.vrp", "E-n13-k4.sol", "247"),
+    ]:
+        assert main(["evaluate", str(instances_dir / inst), str(instances_dir / sol)]) == 0
+        out = capsys.readouterr().out
+        assert f"cost      {expected}\n" in out and "feasible" in out and "+0.000%" in out
+
+
+def test_evaluate_lists_violations_and_exits_1(instances_dir, tmp_path, capsys):
+    inst = E.load(instances_dir / "X-n101-k25.vrp")
+    routes = E.read_solution(instances_dir / "X-n101-k25.sol", inst)
+    merged = [routes[0] + routes[1], *routes[3:]]  # over capacity, and route 3's customers missing
+    bad = tmp_path / "bad.sol"
+    bad.write_text("".join(f"Route #{k}: {' '.join(map(str, r))}\n" for k, r in enumerate(merged, 1)) + "Cost 0\n")
+    assert main(["evaluate", str(instances_dir / "X-n101-k25.vrp"), str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "INFEASIBLE" in out and "exceeds capacity" in out and "never visited" in out
+
+
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
+    bad = tmp_path / "bad.vrp"
+    bad.write_text("NAME : x\nTYPE : CVRP\nDIMENSION : 3\nEDGE_WEIGHT_TYPE : EUC_2D\nCAPACITY : 10\nNODE_COORD_SECTION\n1 0 0\n2 1 1\nDEMAND_SECTION\n1 0\n2 1\n3 1\nEOF\n")
+    proc = subprocess.run([*NCO, "evaluate", str(bad), str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert str(bad) in lines[0] and "NODE_COORD_SECTION" in lines[0] and "expected 3 rows" in lines[0]
+    proc = subprocess.run([*NCO, "evaluate", str(tmp_path / "nope.vrp"), "x.sol"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such instance file" in proc.stderr
+
+
+@pytest.mark.parametrize("problem", ["tsp", "cvrp", "cvrptw"])
+def test_generate_writes_readable_files_and_dataset(tmp_path, problem, capsys):
+    out = tmp_path / "set"
+    assert main(["generate", "--problem", problem, "--size", "12", "--num", "3", "--seed", "4", "--out", str(out)]) == 0
+    files = sorted(p for p in out.iterdir() if p.suffix in (".vrp", ".tsp"))
+    assert len(files) == 3
+    name, td = E.load_dataset(next(out.glob("*.pt")))
+    assert name == problem and td.batch_size == (3,)
+    p = E.get_problem(problem)
+    again = p.generator(num_loc=12)(3, seed=4)
+    for i, f in enumerate(files):
+        inst = E.load(f)
+        assert inst.problem == problem and inst.edge_weight == "EXACT"
+        # A solution of the file instance costs the same as in tensor units (exact distances).
+        seq = list(range(1, 13)) if p.has_depot else list(range(12))
+        if p.has_depot:
+            seq = [v for c in seq for v in (c, 0)]  # one customer per route is always feasible
+        sol = E.Solution.from_routes(inst, p.tours_to_routes(seq))
+        import torch
+
+        assert sol.feasible
+        assert sol.cost == pytest.approx(p.cost(again[i : i + 1], torch.tensor([seq])).item(), rel=1e-5)
+
+
+def test_generate_failure_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
+    import nco.envs as envs
+
+    calls = {"n": 0}
+    real = envs.write_instance
+
+    def flaky(inst, path):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real(inst, path)
+
+    monkeypatch.setattr(envs, "write_instance", flaky)
+    out = tmp_path / "set"
+    assert main(["generate", "--problem", "cvrp", "--size", "5", "--num", "4", "--out", str(out)]) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_generate_bad_arguments_exit_2(tmp_path, capsys):
+    assert main(["generate", "--problem", "cvrp", "--size", "0", "--num", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("nco", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "nco" in proc.stdout
