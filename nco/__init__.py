@@ -5,29 +5,51 @@ live in the subpackages :mod:`nco.envs` (problems), :mod:`nco.policies` (network
 :mod:`nco.baselines` (classical solvers) and :mod:`nco.kernels` (numba kernels).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from nco.envs import (
-    Instance,
-    InstanceError,
-    Solution,
-    Violation,
-    available,
-    get_problem,
-    load,
-    make,
-    read_solution,
-)
+# Re-exports resolve on first use so that `nco --help` and `import nco` stay fast (torch and
+# torchrl load only when a routing object is actually needed).
+_EXPORTS: dict[str, str] = {
+    "Instance": "nco.envs",
+    "InstanceError": "nco.envs",
+    "Solution": "nco.envs",
+    "Violation": "nco.envs",
+    "available": "nco.envs",
+    "get_problem": "nco.envs",
+    "load": "nco.envs",
+    "make": "nco.envs",
+    "read_solution": "nco.envs",
+}
 
-__all__ = [
-    "Instance",
-    "InstanceError",
-    "Solution",
-    "Violation",
-    "__version__",
-    "available",
-    "get_problem",
-    "load",
-    "make",
-    "read_solution",
-]
+if TYPE_CHECKING:
+    from nco.envs import (
+        Instance,
+        InstanceError,
+        Solution,
+        Violation,
+        available,
+        get_problem,
+        load,
+        make,
+        read_solution,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nco' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = ["Instance", "InstanceError", "Solution", "Violation", "__version__", "available", "get_problem", "load", "make", "read_solution"]

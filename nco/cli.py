@@ -70,15 +70,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- generate
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    from nco.envs import available
-    from nco.envs.common import DISTRIBUTIONS
-
+    # Choices are validated when the command runs, so building the parser never imports torch.
     p = sub.add_parser("generate", help="write generated instances as files plus a tensor dataset")
-    p.add_argument("--problem", required=True, choices=available())
+    p.add_argument("--problem", required=True, help="tsp, cvrp or cvrptw")
     p.add_argument("--size", type=int, required=True, help="customers (VRPs) or cities (TSP)")
     p.add_argument("--num", type=int, required=True, help="number of instances")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--distribution", default="uniform", choices=DISTRIBUTIONS)
+    p.add_argument("--distribution", default="uniform", help="uniform, clustered or mixed")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=_run_generate)
 
@@ -122,7 +120,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, 
 
 #: Subcommands that live in their own module under ``nco.commands``; each module has
 #: ``add_parser(subparsers)`` and ``run(args) -> int``.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("solve", "benchmark")
 
 
 def _add_module_commands(sub: argparse._SubParsersAction) -> None:
@@ -151,10 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nco`` console script; returns the exit code."""
-    from nco.envs import InstanceError
-
     parser = build_parser()
     args = parser.parse_args(argv)
+    from nco.envs import InstanceError  # after parsing: --help/--version must not load torch
     try:
         func = args.func if hasattr(args, "func") else None
         if func is None:

@@ -9,14 +9,14 @@ from typing import Any
 
 __all__ = ["USER_ERRORS", "guarded"]
 
-#: Exceptions that mean bad input or a missing optional package: reported as one line on stderr
-#: with exit code 2, never as a traceback.
+#: Exceptions that mean bad input or a missing optional package (InstanceError, BenchmarkError,
+#: UnsupportedProblemError are ValueErrors; SolverUnavailableError is an ImportError): reported
+#: as one line on stderr with exit code 2, never as a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     FileNotFoundError,
     NotADirectoryError,
     ImportError,
-    KeyError,
 )
 
 
@@ -25,10 +25,8 @@ def guarded(prog: str, fn: Callable[[Any], int], args: Any) -> int:
     try:
         return fn(args)
     except USER_ERRORS as err:
-        msg = str(err).strip().strip("'\"") or type(err).__name__
-        print(
-            f"{prog}: error: {msg.splitlines()[0] if msg else type(err).__name__}", file=sys.stderr
-        )
+        msg = str(err).strip() or type(err).__name__
+        print(f"{prog}: error: {msg.splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -34,7 +34,10 @@ def test_evaluate_lists_violations_and_exits_1(instances_dir, tmp_path, capsys):
     routes = E.read_solution(instances_dir / "X-n101-k25.sol", inst)
     merged = [routes[0] + routes[1], *routes[3:]]  # over capacity, and route 3's customers missing
     bad = tmp_path / "bad.sol"
-    bad.write_text("".join(f"Route #{k}: {' '.join(map(str, r))}\n" for k, r in enumerate(merged, 1)) + "Cost 0\n")
+    bad.write_text(
+        "".join(f"Route #{k}: {' '.join(map(str, r))}\n" for k, r in enumerate(merged, 1))
+        + "Cost 0\n"
+    )
     assert main(["evaluate", str(instances_dir / "X-n101-k25.vrp"), str(bad)]) == 1
     out = capsys.readouterr().out
     assert "INFEASIBLE" in out and "exceeds capacity" in out and "never visited" in out
@@ -42,20 +45,43 @@ def test_evaluate_lists_violations_and_exits_1(instances_dir, tmp_path, capsys):
 
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     bad = tmp_path / "bad.vrp"
-    bad.write_text("NAME : x\nTYPE : CVRP\nDIMENSION : 3\nEDGE_WEIGHT_TYPE : EUC_2D\nCAPACITY : 10\nNODE_COORD_SECTION\n1 0 0\n2 1 1\nDEMAND_SECTION\n1 0\n2 1\n3 1\nEOF\n")
+    bad.write_text(
+        "NAME : x\nTYPE : CVRP\nDIMENSION : 3\nEDGE_WEIGHT_TYPE : EUC_2D\nCAPACITY : 10\nNODE_COORD_SECTION\n1 0 0\n2 1 1\nDEMAND_SECTION\n1 0\n2 1\n3 1\nEOF\n"
+    )
     proc = subprocess.run([*NCO, "evaluate", str(bad), str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert str(bad) in lines[0] and "NODE_COORD_SECTION" in lines[0] and "expected 3 rows" in lines[0]
-    proc = subprocess.run([*NCO, "evaluate", str(tmp_path / "nope.vrp"), "x.sol"], capture_output=True, text=True)
+    assert (
+        str(bad) in lines[0] and "NODE_COORD_SECTION" in lines[0] and "expected 3 rows" in lines[0]
+    )
+    proc = subprocess.run(
+        [*NCO, "evaluate", str(tmp_path / "nope.vrp"), "x.sol"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "no such instance file" in proc.stderr
 
 
 @pytest.mark.parametrize("problem", ["tsp", "cvrp", "cvrptw"])
 def test_generate_writes_readable_files_and_dataset(tmp_path, problem, capsys):
     out = tmp_path / "set"
-    assert main(["generate", "--problem", problem, "--size", "12", "--num", "3", "--seed", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--problem",
+                problem,
+                "--size",
+                "12",
+                "--num",
+                "3",
+                "--seed",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     files = sorted(p for p in out.iterdir() if p.suffix in (".vrp", ".tsp"))
     assert len(files) == 3
     name, td = E.load_dataset(next(out.glob("*.pt")))
@@ -73,7 +99,9 @@ def test_generate_writes_readable_files_and_dataset(tmp_path, problem, capsys):
         import torch
 
         assert sol.feasible
-        assert sol.cost == pytest.approx(p.cost(again[i : i + 1], torch.tensor([seq])).item(), rel=1e-5)
+        assert sol.cost == pytest.approx(
+            p.cost(again[i : i + 1], torch.tensor([seq])).item(), rel=1e-5
+        )
 
 
 def test_generate_failure_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
@@ -90,13 +118,30 @@ def test_generate_failure_leaves_no_partial_output(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(envs, "write_instance", flaky)
     out = tmp_path / "set"
-    assert main(["generate", "--problem", "cvrp", "--size", "5", "--num", "4", "--out", str(out)]) == 2
+    assert (
+        main(["generate", "--problem", "cvrp", "--size", "5", "--num", "4", "--out", str(out)]) == 2
+    )
     assert "disk full" in capsys.readouterr().err
     assert list(out.iterdir()) == []
 
 
 def test_generate_bad_arguments_exit_2(tmp_path, capsys):
-    assert main(["generate", "--problem", "cvrp", "--size", "0", "--num", "2", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--problem",
+                "cvrp",
+                "--size",
+                "0",
+                "--num",
+                "2",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "--size" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 

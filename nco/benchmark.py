@@ -1,0 +1,565 @@
+"""Benchmark runner: instances x solvers x time limits -> ``results.csv``, solution files,
+a summary table and a gap-vs-time plot.
+
+A run directory holds everything needed to re-check it from outside::
+
+    RUN_DIR/results.csv          one row per instance x solver x time limit (x seed)
+    RUN_DIR/solutions/*.sol      VRPLIB .sol (TSPLIB .tour for the TSP), one per row
+    RUN_DIR/instances/*.vrp      generated instances (VRPLIB/TSPLIB files), when generated
+    RUN_DIR/gap_vs_time.png      mean gap per solver against the time limit
+
+Runs are resumable: rows already in ``results.csv`` are not solved again. Each job runs in its
+own worker process (``spawn``), and every solver is single-threaded, so ``workers`` is the
+number of cores used.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import nco.envs as E
+from nco.baselines import SolverError, available_solvers, get_solver
+from nco.envs.io import atomic_write, is_instance_file
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "BenchmarkError",
+    "Job",
+    "collect_instances",
+    "format_summary",
+    "generate_instances",
+    "load_bks",
+    "read_results",
+    "reference_cost_from_sol",
+    "run_benchmark",
+    "solve_file",
+    "summarize",
+]
+
+#: Columns of ``results.csv`` (in order).
+RESULT_COLUMNS = [
+    "instance",
+    "problem",
+    "n",
+    "solver",
+    "time_limit",
+    "seed",
+    "cost",
+    "feasible",
+    "violations",
+    "runtime",
+    "cpu_time",
+    "reference",
+    "gap_pct",
+    "solution_file",
+    "instance_file",
+    "error",
+]
+
+
+class BenchmarkError(ValueError):
+    """Bad benchmark input (unknown solver, empty directory, bad reference file, ...)."""
+
+
+# ---------------------------------------------------------------------------------- inputs
+def collect_instances(
+    directory: str | Path, *, max_customers: int | None = None, first: int | None = None
+) -> list[Path]:
+    """Instance files (``.vrp``, ``.tsp``, Solomon ``.txt``) directly in ``directory``, sorted by
+    name; optionally only those with at most ``max_customers`` customers, then the ``first``."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise BenchmarkError(f"{d}: not a directory")
+    files = sorted(
+        (
+            p
+            for p in d.iterdir()
+            if p.is_file() and is_instance_file(p) and p.name.lower() != "readme.txt"
+        ),
+        key=_natural_key,
+    )
+    if max_customers is not None:
+        files = [p for p in files if E.load(p).num_customers <= max_customers]
+    if first is not None:
+        files = files[:first]
+    if not files:
+        raise BenchmarkError(
+            f"{d}: no instance files (.vrp, .tsp, .txt)"
+            + (f" with at most {max_customers} customers" if max_customers is not None else "")
+        )
+    return files
+
+
+def _natural_key(p: Path) -> tuple[Any, ...]:
+    import re
+
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.stem))
+
+
+def generate_instances(
+    problem: str,
+    size: int,
+    num: int,
+    seed: int,
+    out_dir: str | Path,
+    *,
+    distribution: str = "uniform",
+) -> list[Path]:
+    """Generate ``num`` seeded instances and write them as files under ``out_dir``.
+
+    Uses ``get_problem(problem).generator(num_loc=size, distribution=...)(num, seed=seed)``;
+    existing files with the same names are kept (generation is deterministic), so a resumed run
+    solves the very same instances.
+    """
+    if problem not in E.available():
+        raise BenchmarkError(
+            f"unknown problem {problem!r}; expected one of {', '.join(E.available())}"
+        )
+    if size < 2 or num < 1:
+        raise BenchmarkError(f"expected --size >= 2 and --num >= 1, got {size} and {num}")
+    out = Path(out_dir)
+    ext = ".tsp" if problem == "tsp" else ".vrp"
+    names = [f"{problem}{size}-{distribution}-s{seed}-{i:04d}" for i in range(num)]
+    paths = [out / f"{name}{ext}" for name in names]
+    if all(p.is_file() for p in paths):
+        return paths
+    prob = E.get_problem(problem)
+    try:
+        td = prob.generator(num_loc=size, distribution=distribution)(num, seed=seed)
+    except (TypeError, ValueError) as err:
+        raise BenchmarkError(f"cannot generate {problem} instances: {err}") from err
+    for i, (name, path) in enumerate(zip(names, paths)):
+        if not path.is_file():
+            E.write_instance(prob.to_instance(td[i : i + 1], name=name), path)
+    return paths
+
+
+def load_bks(path: str | Path) -> dict[str, float]:
+    """Best-known costs from a CSV with an ``instance`` column and a ``bks`` (or ``cost``) column."""
+    p = Path(path)
+    if not p.is_file():
+        raise BenchmarkError(f"{p}: no such reference file")
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        key = "bks" if "bks" in cols else "cost" if "cost" in cols else None
+        if "instance" not in cols or key is None:
+            raise BenchmarkError(
+                f"{p}: expected CSV columns 'instance' and 'bks' (or 'cost'), got {cols}"
+            )
+        out: dict[str, float] = {}
+        for row in reader:
+            try:
+                out[row["instance"].strip()] = float(row[key])
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def reference_cost_from_sol(
+    instance_file: str | Path, instance: E.Instance | None = None
+) -> float | None:
+    """Cost of the ``.sol`` (or ``.opt.tour``) next to an instance file, or None."""
+    f = Path(instance_file)
+    for cand in (f.with_suffix(".sol"), f.with_suffix(".opt.tour")):
+        if cand.is_file():
+            inst = instance if instance is not None else E.load(f)
+            try:
+                return inst.route_cost(E.read_solution(cand, inst))
+            except (E.InstanceError, ValueError):
+                return None
+    return None
+
+
+# ---------------------------------------------------------------------------------- jobs
+@dataclass(frozen=True)
+class Job:
+    """One solver run: an instance file, a solver, a time limit and a seed."""
+
+    instance_file: str
+    instance: str
+    problem: str
+    n: int
+    solver: str
+    time_limit: float
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Identity used for resuming: instance, solver, time limit, seed."""
+        return (self.instance, self.solver, _fmt_num(self.time_limit), str(self.seed))
+
+    def solution_name(self) -> str:
+        """File name of this job's solution (``.tour`` for the TSP)."""
+        ext = ".tour" if self.problem == "tsp" else ".sol"
+        return f"{self.instance}.{self.solver}.t{_fmt_num(self.time_limit)}.s{self.seed}{ext}"
+
+
+def _fmt_num(x: float) -> str:
+    return f"{float(x):g}"
+
+
+def _init_worker() -> None:
+    # One core per job: torch (imported by nco.envs) must not start its own thread pool.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def solve_file(
+    instance_file: str | Path,
+    solver: str,
+    time_limit: float,
+    seed: int,
+    out_file: str | Path | None,
+) -> dict[str, Any]:
+    """Load an instance, solve it, write the solution (if ``out_file``) and return a result row.
+
+    Solver failures (no solution in time) become rows with an ``error`` and ``feasible`` False
+    instead of exceptions, so one failure does not stop a batch.
+    """
+    inst = E.load(instance_file)
+    row: dict[str, Any] = {
+        "instance": inst.name,
+        "problem": inst.problem,
+        "n": inst.num_customers,
+        "solver": solver,
+        "time_limit": _fmt_num(time_limit),
+        "seed": seed,
+        "cost": "",
+        "feasible": False,
+        "violations": "",
+        "runtime": "",
+        "cpu_time": "",
+        "reference": "",
+        "gap_pct": "",
+        "solution_file": "",
+        "instance_file": str(instance_file),
+        "error": "",
+    }
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        sol = get_solver(solver).solve(inst, time_limit=float(time_limit), seed=int(seed))
+    except SolverError as err:
+        row.update(
+            error=str(err),
+            runtime=f"{time.perf_counter() - t0:.3f}",
+            cpu_time=f"{time.process_time() - c0:.3f}",
+        )
+        return row
+    row.update(
+        cost=f"{sol.cost:.10g}",
+        feasible=sol.feasible,
+        violations="; ".join(str(v) for v in sol.violations[:3])
+        + (f"; ... ({len(sol.violations)} in all)" if len(sol.violations) > 3 else ""),
+        runtime=f"{sol.runtime:.3f}",
+        cpu_time=f"{time.process_time() - c0:.3f}",
+    )
+    if out_file is not None:
+        sol.write(out_file)
+        row["solution_file"] = str(out_file)
+    return row
+
+
+def _run_job(job: Job, run_dir: str) -> dict[str, Any]:
+    out = Path(run_dir) / "solutions" / job.solution_name()
+    row = solve_file(job.instance_file, job.solver, job.time_limit, job.seed, out)
+    if row["solution_file"]:
+        row["solution_file"] = str(Path("solutions") / job.solution_name())
+    row["instance"] = job.instance  # the name used for resuming, even if the file names differ
+    return row
+
+
+def execute(
+    jobs: Sequence[Job],
+    run_dir: str | Path,
+    *,
+    workers: int,
+    on_result: Callable[[Job, dict[str, Any]], None],
+) -> None:
+    """Run jobs in ``workers`` processes (inline for 1) and call ``on_result`` as each ends."""
+    if not jobs:
+        return
+    if workers <= 1:
+        for job in jobs:
+            on_result(job, _run_job(job, str(run_dir)))
+        return
+    # spawn, not fork: the parent has torch loaded, and forking a process with OpenMP
+    # threads can deadlock the child.
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker
+    ) as pool:
+        pending: dict[Future[dict[str, Any]], Job] = {}
+        queue = list(jobs)
+        # Submit a bounded window so the order of completion follows the order of jobs
+        # (reference runs first) and an interrupt loses little.
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                job = queue.pop(0)
+                pending[pool.submit(_run_job, job, str(run_dir))] = job
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = pending.pop(fut)
+                on_result(job, fut.result())
+
+
+# ---------------------------------------------------------------------------------- results
+def read_results(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a ``results.csv`` (empty list if the file does not exist)."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    with p.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (
+        str(row["instance"]),
+        str(row["solver"]),
+        _fmt_num(float(row["time_limit"])),
+        str(row["seed"]),
+    )
+
+
+def _float(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _is_true(x: Any) -> bool:
+    return str(x).strip().lower() in ("true", "1", "yes")
+
+
+def _write_results(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with atomic_write(path) as fh:
+        w = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+def _append_result(path: Path, row: dict[str, Any]) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def parse_reference(spec: str | None, time_limits: Sequence[float]) -> tuple[str, Any]:
+    """``None``/``"sol"`` -> ("sol", None): the ``.sol`` next to each instance; ``"none"``;
+    ``"pyvrp"`` or ``"pyvrp:SECONDS"`` (default: the largest time limit); else a BKS CSV path."""
+    if spec is None or spec == "sol":
+        return "sol", None
+    if spec == "none":
+        return "none", None
+    if spec == "pyvrp" or spec.startswith("pyvrp:"):
+        secs = max(time_limits) if spec == "pyvrp" else _float(spec.split(":", 1)[1])
+        if secs is None or secs <= 0:
+            raise BenchmarkError(f"bad reference {spec!r}; expected pyvrp or pyvrp:SECONDS")
+        return "pyvrp", float(secs)
+    return "bks", load_bks(spec)
+
+
+def run_benchmark(
+    instance_files: Sequence[str | Path],
+    solvers: Sequence[str],
+    time_limits: Sequence[float],
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    reference: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, str]]:
+    """Solve every instance with every solver at every time limit; write and return the rows.
+
+    Parameters
+    ----------
+    instance_files : instance file paths (each is loaded once here to validate it).
+    solvers : registry names; combinations a solver does not support are skipped (reported).
+    time_limits : seconds per run.
+    run_dir : output folder (``results.csv``, ``solutions/``); existing rows are kept and skipped.
+    seed : solver seed recorded per row.
+    workers : parallel worker processes.
+    reference : see :func:`parse_reference`; the gap column is ``100 * (cost / reference - 1)``.
+    progress : called with one line per finished job (default: print to stderr).
+    """
+    say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
+    unknown = [s for s in solvers if s not in available_solvers()]
+    if unknown:
+        raise BenchmarkError(
+            f"unknown solver(s) {', '.join(unknown)}; expected some of {', '.join(available_solvers())}"
+        )
+    if not solvers:
+        raise BenchmarkError("no solvers given")
+    if not time_limits or any(t <= 0 for t in time_limits):
+        raise BenchmarkError(f"time limits must be positive seconds, got {list(time_limits)}")
+    if not instance_files:
+        raise BenchmarkError("no instances given")
+    kind, ref_arg = parse_reference(reference, time_limits)
+    solver_objs = {
+        s: get_solver(s) for s in sorted(set(solvers) | ({"pyvrp"} if kind == "pyvrp" else set()))
+    }
+
+    run = Path(run_dir)
+    (run / "solutions").mkdir(parents=True, exist_ok=True)
+    instances: list[tuple[Path, E.Instance]] = [(Path(f), E.load(f)) for f in instance_files]
+    names = [inst.name for _, inst in instances]
+    if len(set(names)) != len(names):
+        raise BenchmarkError("instance names must be unique (the NAME field is used as the key)")
+
+    grid: list[tuple[str, float]] = [(s, float(t)) for s in solvers for t in time_limits]
+    if kind == "pyvrp" and ("pyvrp", ref_arg) not in grid:
+        grid = [("pyvrp", ref_arg), *grid]  # reference runs first: gaps become known early
+    jobs: list[Job] = []
+    skipped_unsupported: set[tuple[str, str]] = set()
+    for path, inst in instances:
+        for s, t in grid:
+            if not solver_objs[s].supports(inst.problem):
+                skipped_unsupported.add((s, inst.problem))
+                continue
+            jobs.append(Job(str(path), inst.name, inst.problem, inst.num_customers, s, t, seed))
+    for s, p in sorted(skipped_unsupported):
+        say(f"note: solver {s!r} does not support {p!r}; those runs are skipped")
+    if not jobs:
+        raise BenchmarkError("no solver supports the given instances")
+
+    results_csv = run / "results.csv"
+    existing = read_results(results_csv)
+    done = {_row_key(r) for r in existing}
+    todo = [j for j in jobs if j.key not in done]
+    if len(todo) < len(jobs):
+        say(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} runs already in {results_csv}")
+    count = [0]
+
+    def on_result(job: Job, row: dict[str, Any]) -> None:
+        _append_result(results_csv, row)
+        count[0] += 1
+        status = f"cost {row['cost']}" if row["cost"] != "" else f"FAILED ({row['error']})"
+        if row["cost"] != "" and not _is_true(row["feasible"]):
+            status += " INFEASIBLE"
+        say(
+            f"[{count[0]:>{len(str(len(todo)))}}/{len(todo)}] {job.instance} {job.solver} {_fmt_num(job.time_limit)}s: {status} in {row['runtime']} s"
+        )
+
+    execute(todo, run, workers=workers, on_result=on_result)
+
+    # Fill references and gaps for every row (old and new) and rewrite the file once.
+    rows = read_results(results_csv)
+    wanted = {j.key for j in jobs}
+    ref: dict[str, float | None] = {}
+    if kind == "sol":
+        ref = {inst.name: reference_cost_from_sol(path, inst) for path, inst in instances}
+    elif kind == "bks":
+        ref = {name: ref_arg.get(name) for name in names}
+    elif kind == "pyvrp":
+        for r in rows:
+            if (
+                r["solver"] == "pyvrp"
+                and _float(r["time_limit"]) == ref_arg
+                and _is_true(r["feasible"])
+                and str(r["seed"]) == str(seed)
+            ):
+                ref[r["instance"]] = _float(r["cost"])
+    for r in rows:
+        rc = ref.get(r["instance"])
+        cost = _float(r["cost"])
+        r["reference"] = f"{rc:.10g}" if rc is not None else ""
+        r["gap_pct"] = (
+            f"{100.0 * (cost / rc - 1.0):.6f}"
+            if rc and cost is not None and _is_true(r["feasible"])
+            else ""
+        )
+    _write_results(results_csv, rows)
+    return [r for r in rows if _row_key(r) in wanted]
+
+
+# ---------------------------------------------------------------------------------- summary
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per solver x time limit: runs, mean cost, mean gap to the reference, mean gap to the best
+    solution found for the instance by any row, feasible %, mean wall time and mean CPU time of
+    the worker (CPU < wall means the core was shared with other processes).
+
+    Means of cost and gaps are over feasible runs only (the feasible % says how many).
+    """
+    best: dict[str, float] = {}
+    for r in rows:
+        c = _float(r["cost"])
+        if c is not None and _is_true(r["feasible"]):
+            best[r["instance"]] = min(best.get(r["instance"], math.inf), c)
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["solver"], float(r["time_limit"]))].append(r)
+    out = []
+    for (solver, tl), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        feas = [r for r in rs if _is_true(r["feasible"]) and _float(r["cost"]) is not None]
+        costs = [_float(r["cost"]) for r in feas]
+        gaps = [g for g in (_float(r["gap_pct"]) for r in feas) if g is not None]
+        gbest = [
+            100.0 * (_float(r["cost"]) / best[r["instance"]] - 1.0)
+            for r in feas
+            if best.get(r["instance"])
+        ]  # type: ignore[operator]
+        times = [t for t in (_float(r["runtime"]) for r in rs) if t is not None]
+        cpus = [t for t in (_float(r.get("cpu_time")) for r in rs) if t is not None]
+        out.append(
+            {
+                "solver": solver,
+                "time_limit": tl,
+                "runs": len(rs),
+                "mean_cost": _mean(costs),
+                "mean_gap_ref_pct": _mean(gaps),
+                "ref_runs": len(gaps),
+                "mean_gap_best_pct": _mean(gbest),
+                "feasible_pct": 100.0 * len(feas) / len(rs) if rs else math.nan,
+                "mean_time": _mean(times),
+                "mean_cpu": _mean(cpus),
+            }
+        )
+    return out
+
+
+def _mean(xs: Sequence[float | None]) -> float:
+    vals = [x for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def format_summary(summary: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width text table of :func:`summarize` output."""
+    head = f"{'solver':<10} {'limit':>6} {'runs':>5} {'mean cost':>12} {'gap ref %':>10} {'gap best %':>10} {'feasible %':>10} {'time s':>7} {'cpu s':>6}"
+    lines = [head, "-" * len(head)]
+
+    def f(x: float, spec: str) -> str:
+        return format(x, spec) if not math.isnan(x) else "-"
+
+    for s in summary:
+        lines.append(
+            f"{s['solver']:<10} {_fmt_num(s['time_limit']) + 's':>6} {s['runs']:>5} {f(s['mean_cost'], '12.6g'):>12} "
+            f"{f(s['mean_gap_ref_pct'], '10.2f'):>10} {f(s['mean_gap_best_pct'], '10.2f'):>10} "
+            f"{f(s['feasible_pct'], '10.1f'):>10} {f(s['mean_time'], '7.2f'):>7} {f(s['mean_cpu'], '6.2f'):>6}"
+        )
+    return "\n".join(lines)
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A job as a plain dict (for logs)."""
+    return asdict(job)

@@ -1,0 +1,178 @@
+"""``nco benchmark``: classical solvers on a folder of instances or a generated set.
+
+Examples::
+
+    nco benchmark data/cvrplib-x --solvers ortools,hgs,pyvrp --time-limits 1,10 --out runs/x
+    nco benchmark --problem cvrp --size 100 --num 100 --seed 1234 --solvers hgs,pyvrp \\
+        --time-limits 1 --reference pyvrp:5 --workers 2 --out runs/cvrp100
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from nco.commands import guarded
+
+__all__ = ["add_parser", "configure", "main", "run"]
+
+PROG = "nco benchmark"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Add the benchmark arguments to a parser."""
+    p.add_argument(
+        "dir", nargs="?", type=Path, help="folder of instance files (.vrp, .tsp, Solomon .txt)"
+    )
+    g = p.add_argument_group("generated set (instead of DIR)")
+    g.add_argument("--problem", help="tsp, cvrp or cvrptw")
+    g.add_argument(
+        "--size", type=int, default=100, help="customers (cities for the TSP); default 100"
+    )
+    g.add_argument("--num", type=int, default=100, help="number of instances; default 100")
+    g.add_argument(
+        "--distribution", default="uniform", help="generator distribution; default uniform"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1234,
+        help="seed of the generated set and of the solvers; default 1234",
+    )
+    p.add_argument(
+        "--solvers",
+        default="ortools,hgs,pyvrp",
+        help="comma-separated solver names; default ortools,hgs,pyvrp",
+    )
+    p.add_argument("--time-limits", default="1", help="comma-separated seconds per run; default 1")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="parallel worker processes (one core each); default 1",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="gap reference: a CSV with instance,bks columns | pyvrp[:SECONDS] (PyVRP run at that limit, "
+        "default the largest time limit) | sol (the .sol next to each instance; the default) | none",
+    )
+    p.add_argument("--first", type=int, default=None, help="only the first K instances")
+    p.add_argument(
+        "--max-customers",
+        type=int,
+        default=None,
+        help="only instances with at most this many customers",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory (results.csv, solutions/, instances/, gap_vs_time.png)",
+    )
+    p.add_argument("--no-plot", action="store_true", help="do not write gap_vs_time.png")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``benchmark`` on an argparse sub-parsers object."""
+    p = subparsers.add_parser(
+        "benchmark",
+        help="benchmark classical solvers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure(p)
+    p.set_defaults(func=run)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise ValueError(f"{what}: expected positive numbers, got {text!r}")
+    return vals
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nco.benchmark import (
+        collect_instances,
+        format_summary,
+        generate_instances,
+        run_benchmark,
+        summarize,
+    )
+
+    solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    time_limits = _floats(args.time_limits, "--time-limits")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.out is None:
+        raise ValueError("--out RUN_DIR is required")
+    if (args.dir is None) == (args.problem is None):
+        raise ValueError(
+            "give either an instance folder DIR or --problem (with --size/--num) for a generated set"
+        )
+    from nco.baselines import available_solvers
+
+    bad = [s for s in solvers if s not in available_solvers()]
+    if bad or not solvers:
+        raise ValueError(
+            f"unknown solver(s) {', '.join(bad) or '(none)'}; expected some of {', '.join(available_solvers())}"
+        )
+    if args.dir is not None:
+        if not args.dir.exists():
+            raise FileNotFoundError(f"{args.dir}: no such directory")
+        files = collect_instances(args.dir, max_customers=args.max_customers, first=args.first)
+    else:
+        files = generate_instances(
+            args.problem,
+            args.size,
+            args.num,
+            args.seed,
+            args.out / "instances",
+            distribution=args.distribution,
+        )
+        if args.first is not None:
+            files = files[: args.first]
+    reference = args.reference
+    if reference is None and args.dir is None:
+        reference = "none"  # generated instances have no .sol files
+    rows = run_benchmark(
+        files,
+        solvers,
+        time_limits,
+        args.out,
+        seed=args.seed,
+        workers=args.workers,
+        reference=reference,
+    )
+    print(format_summary(summarize(rows)))
+    print(f"results: {args.out / 'results.csv'}")
+    if not args.no_plot:
+        from nco.plotting.gap_vs_time import plot_gap_vs_time
+
+        png = plot_gap_vs_time(args.out / "results.csv", args.out / "gap_vs_time.png")
+        print(f"plot: {png}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark command; returns the exit code (2 for bad input)."""
+    return guarded(PROG, _run, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m nco.commands.benchmark``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""``nco solve``: solve instance files with a classical solver.
+
+Prints, per instance, the cost, the gap to the best-known cost (``--bks FILE`` or the ``.sol``
+next to the instance), feasibility and time, and writes a VRPLIB ``.sol`` (TSPLIB ``.tour``).
+
+Examples::
+
+    nco solve data/X-n101-k25.vrp --solver hgs --time-limit 10 --out X-n101-k25.sol
+    nco solve data/cvrplib-x/*.vrp --solver pyvrp --time-limit 5 --workers 2 --out sols/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from nco.commands import guarded
+
+__all__ = ["add_parser", "configure", "main", "run"]
+
+PROG = "nco solve"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Add the solve arguments to a parser."""
+    p.add_argument(
+        "instances",
+        nargs="+",
+        type=Path,
+        metavar="INSTANCE",
+        help="instance files (.vrp, .tsp, Solomon .txt)",
+    )
+    p.add_argument("--solver", default="pyvrp", help="ortools, hgs or pyvrp (default pyvrp)")
+    p.add_argument(
+        "--time-limit", type=float, default=10.0, help="seconds per instance; default 10"
+    )
+    p.add_argument("--seed", type=int, default=0, help="solver seed; default 0")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="solution file (one instance) or folder; default: NAME.SOLVER.sol in the current folder",
+    )
+    p.add_argument(
+        "--bks",
+        type=Path,
+        default=None,
+        help="CSV with instance,bks columns for the gap (default: the .sol next to the instance)",
+    )
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="(not available yet)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="instances solved in parallel (one core each); default 1",
+    )
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``solve`` on an argparse sub-parsers object."""
+    p = subparsers.add_parser(
+        "solve",
+        help="solve instance files with a classical solver",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure(p)
+    p.set_defaults(func=run)
+
+
+def _out_path(out: Path | None, name: str, solver: str, problem: str, single: bool) -> Path:
+    ext = ".tour" if problem == "tsp" else ".sol"
+    if out is not None and single and (out.suffix in (".sol", ".tour") and not out.is_dir()):
+        return out
+    folder = out if out is not None else Path(".")
+    return folder / f"{name}.{solver}{ext}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    import nco.envs as E
+    from nco.baselines import available_solvers, get_solver
+    from nco.benchmark import load_bks, reference_cost_from_sol, solve_file
+
+    if args.plot is not None:
+        raise ValueError("--plot: plotting not available yet")
+    if args.solver not in available_solvers():
+        raise ValueError(
+            f"unknown solver {args.solver!r}; expected one of {', '.join(available_solvers())}"
+        )
+    if not (args.time_limit > 0):
+        raise ValueError(f"--time-limit must be positive, got {args.time_limit}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.out is not None and len(args.instances) > 1 and args.out.suffix in (".sol", ".tour"):
+        raise ValueError(f"--out {args.out}: give a folder when solving several instances")
+    solver = get_solver(args.solver)  # fails here, once, if its package is missing
+    bks = load_bks(args.bks) if args.bks is not None else None
+    # Load everything first: a bad file stops the command before any solving starts.
+    insts = [E.load(p) for p in args.instances]
+    for inst in insts:
+        if not solver.supports(inst.problem):
+            raise ValueError(
+                f"solver {args.solver!r} does not support {inst.problem!r} ({inst.name})"
+            )
+    single = len(insts) == 1
+    outs = [_out_path(args.out, inst.name, args.solver, inst.problem, single) for inst in insts]
+    jobs = [
+        (str(p), args.solver, args.time_limit, args.seed, str(o))
+        for p, o in zip(args.instances, outs)
+    ]
+    total = len(jobs)
+    status = 0
+
+    def report(k: int, row: dict[str, Any], inst: Any, path: Path) -> None:
+        nonlocal status
+        ref = bks.get(inst.name) if bks is not None else reference_cost_from_sol(path, inst)
+        if row["cost"] == "":
+            status = 1
+            print(f"[{k}/{total}] {inst.name}: FAILED: {row['error']}")
+            return
+        cost = float(row["cost"])
+        gap = f" gap {100.0 * (cost / ref - 1.0):+.2f}% (best known {ref:g})" if ref else ""
+        feas = "feasible" if str(row["feasible"]) == "True" else f"INFEASIBLE: {row['violations']}"
+        print(
+            f"[{k}/{total}] {inst.name}: cost {cost:.10g}{gap}, {feas}, {row['runtime']} s -> {row['solution_file']}",
+            flush=True,
+        )
+        if str(row["feasible"]) != "True":
+            status = 1
+
+    if args.workers == 1 or total == 1:
+        for k, (job, inst, path) in enumerate(zip(jobs, insts, args.instances), 1):
+            report(k, solve_file(*job), inst, path)
+    else:
+        with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+            futs = {pool.submit(solve_file, *job): i for i, job in enumerate(jobs)}
+            for k, fut in enumerate(as_completed(futs), 1):
+                i = futs[fut]
+                report(k, fut.result(), insts[i], args.instances[i])
+    return status
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the solve command; 0 when every instance got a feasible solution, 1 when some did
+    not, 2 for bad input."""
+    return guarded(PROG, _run, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m nco.commands.solve``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

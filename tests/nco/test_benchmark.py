@@ -1,0 +1,332 @@
+"""Benchmark runner and the solve/benchmark commands: rows agree with an outside
+recomputation from the written files, runs resume, bad input exits 2."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vrplib
+
+import nco.envs as E
+from nco.benchmark import format_summary, generate_instances, read_results, run_benchmark, summarize
+from nco.commands import benchmark as bench_cmd
+from nco.commands import solve as solve_cmd
+
+PY = sys.executable
+
+
+def _outside_cost(instance_file: Path, solution_file: Path) -> tuple[float, list[list[int]], dict]:
+    """Cost of a solution file recomputed with vrplib + numpy only (no nco code)."""
+    raw = vrplib.read_instance(instance_file)
+    dist = np.asarray(raw["edge_weight"], dtype=float)
+    text = solution_file.read_text()
+    if "TOUR_SECTION" in text:
+        body = text.split("TOUR_SECTION")[1].split()
+        tour = [int(t) - 1 for t in body if t not in ("-1", "EOF")]
+        routes = [tour]
+        cost = float(sum(dist[a, b] for a, b in zip(tour, tour[1:] + tour[:1])))
+    else:
+        routes = [list(map(int, r)) for r in vrplib.read_solution(solution_file)["routes"]]
+        cost = float(sum(dist[a, b] for r in routes for a, b in zip([0, *r], [*r, 0])))
+    return cost, routes, raw
+
+
+@pytest.fixture(scope="module")
+def small_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, list[dict[str, str]], list[str]]:
+    run = tmp_path_factory.mktemp("run")
+    files = generate_instances("cvrp", 10, 2, 5, run / "instances") + generate_instances(
+        "tsp", 8, 1, 5, run / "instances"
+    )
+    log: list[str] = []
+    rows = run_benchmark(
+        files,
+        ["ortools", "hgs", "pyvrp"],
+        [0.2],
+        run,
+        seed=3,
+        workers=1,
+        reference="none",
+        progress=log.append,
+    )
+    return run, rows, log
+
+
+def test_rows_cover_the_grid(small_run: tuple[Path, list[dict[str, str]], list[str]]) -> None:
+    run, rows, _ = small_run
+    assert len(rows) == 3 * 3
+    with (run / "results.csv").open() as fh:
+        header = next(csv.reader(fh))
+    for col in (
+        "instance",
+        "problem",
+        "n",
+        "solver",
+        "time_limit",
+        "seed",
+        "cost",
+        "feasible",
+        "violations",
+        "runtime",
+        "reference",
+        "gap_pct",
+        "solution_file",
+    ):
+        assert col in header
+    assert {(r["solver"], r["time_limit"], r["seed"]) for r in rows} == {
+        (s, "0.2", "3") for s in ("ortools", "hgs", "pyvrp")
+    }
+    assert all(r["feasible"] == "True" and r["error"] == "" for r in rows)
+
+
+def test_rows_agree_with_outside_recomputation(
+    small_run: tuple[Path, list[dict[str, str]], list[str]],
+) -> None:
+    run, rows, _ = small_run
+    for r in rows:
+        cost, routes, raw = _outside_cost(Path(r["instance_file"]), run / r["solution_file"])
+        assert float(r["cost"]) == pytest.approx(cost, rel=1e-9), r
+        visited = sorted(v for route in routes for v in route)
+        if r["problem"] == "tsp":
+            assert visited == list(range(raw["dimension"]))
+        else:
+            assert visited == list(range(1, raw["dimension"]))
+            demand = np.asarray(raw["demand"], dtype=float)
+            assert all(demand[route].sum() <= raw["capacity"] for route in routes)
+        # nco's own reader agrees too.
+        inst = E.load(r["instance_file"])
+        assert inst.route_cost(E.read_solution(run / r["solution_file"], inst)) == pytest.approx(
+            cost, rel=1e-9
+        )
+
+
+def test_resume_skips_existing_rows(
+    small_run: tuple[Path, list[dict[str, str]], list[str]],
+) -> None:
+    run, rows, _ = small_run
+    files = sorted((run / "instances").iterdir())
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "solutions").iterdir()}
+    log: list[str] = []
+    again = run_benchmark(
+        files,
+        ["ortools", "hgs", "pyvrp"],
+        [0.2],
+        run,
+        seed=3,
+        reference="none",
+        progress=log.append,
+    )
+    assert any("resuming: 9 of 9" in line for line in log)
+    assert not any(line.startswith("[") for line in log)  # nothing solved
+    assert len(read_results(run / "results.csv")) == 9
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "solutions").iterdir()} == before
+    assert [r["cost"] for r in again] == [r["cost"] for r in rows]
+
+
+def test_summary_table(small_run: tuple[Path, list[dict[str, str]], list[str]]) -> None:
+    _, rows, _ = small_run
+    summary = summarize(rows)
+    assert {s["solver"] for s in summary} == {"ortools", "hgs", "pyvrp"}
+    for s in summary:
+        assert s["runs"] == 3 and s["feasible_pct"] == 100.0
+        assert s["mean_gap_best_pct"] >= 0.0
+    text = format_summary(summary)
+    assert "gap best %" in text and "pyvrp" in text
+
+
+def test_pyvrp_reference_and_unsupported_skip(tmp_path: Path) -> None:
+    files = generate_instances("cvrptw", 8, 1, 2, tmp_path / "instances")
+    log: list[str] = []
+    rows = run_benchmark(
+        files, ["hgs", "ortools"], [0.2], tmp_path, reference="pyvrp:0.3", progress=log.append
+    )
+    assert any("'hgs' does not support 'cvrptw'" in line for line in log)
+    by = {(r["solver"], r["time_limit"]): r for r in rows}
+    assert set(by) == {("pyvrp", "0.3"), ("ortools", "0.2")}
+    ref = float(by[("pyvrp", "0.3")]["cost"])
+    assert float(by[("ortools", "0.2")]["reference"]) == pytest.approx(ref)
+    assert float(by[("ortools", "0.2")]["gap_pct"]) == pytest.approx(
+        100 * (float(by[("ortools", "0.2")]["cost"]) / ref - 1), abs=1e-5
+    )
+
+
+def test_bks_reference_and_plot(tmp_path: Path) -> None:
+    files = generate_instances("cvrp", 8, 2, 9, tmp_path / "instances")
+    names = [E.load(f).name for f in files]
+    bks = tmp_path / "bks.csv"
+    bks.write_text("instance,bks\n" + "".join(f"{n},1.0\n" for n in names))
+    rows = run_benchmark(
+        files, ["pyvrp"], [0.1, 0.2], tmp_path / "run", reference=str(bks), progress=lambda s: None
+    )
+    assert all(float(r["reference"]) == 1.0 and r["gap_pct"] != "" for r in rows)
+    from nco.plotting.gap_vs_time import plot_gap_vs_time
+
+    png = plot_gap_vs_time(tmp_path / "run" / "results.csv", tmp_path / "gap.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmark_command_with_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code = bench_cmd.main(
+        [
+            "--problem",
+            "cvrp",
+            "--size",
+            "8",
+            "--num",
+            "2",
+            "--seed",
+            "1",
+            "--solvers",
+            "hgs,pyvrp",
+            "--time-limits",
+            "0.2",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "mean cost" in captured.out and "gap best %" in captured.out
+    assert len(read_results(out / "results.csv")) == 4
+    assert len(list((out / "instances").glob("*.vrp"))) == 2
+    assert (out / "gap_vs_time.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [
+                "--problem",
+                "cvrp",
+                "--size",
+                "5",
+                "--num",
+                "1",
+                "--solvers",
+                "ortools,nope",
+                "--out",
+                "OUT",
+            ],
+            "unknown solver",
+        ),
+        (["EMPTY", "--out", "OUT"], "no instance files"),
+        (["BAD", "--out", "OUT"], "broken.vrp"),
+        (["--problem", "cvrp", "--size", "5", "--num", "1"], "--out"),
+        (["--problem", "cvrp", "--time-limits", "1,x", "--out", "OUT"], "--time-limits"),
+        (["--problem", "nope", "--out", "OUT"], "unknown problem"),
+    ],
+    ids=[
+        "unknown-solver",
+        "empty-dir",
+        "unreadable-instance",
+        "missing-out",
+        "bad-time-limits",
+        "unknown-problem",
+    ],
+)
+def test_benchmark_bad_input_exits_2(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subst = _bad_inputs(tmp_path)
+    code = bench_cmd.main([subst.get(a, a) for a in args])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(lines) == 1 and lines[0].startswith("nco benchmark: error:") and message in lines[0]
+    ), lines
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    (tmp_path / "bad").mkdir(exist_ok=True)
+    (tmp_path / "bad" / "broken.vrp").write_text(
+        "NAME : broken\nTYPE : CVRP\nDIMENSION : 3\nEDGE_WEIGHT_TYPE : EUC_2D\nNODE_COORD_SECTION\n1 0 0\n"
+    )
+    return {
+        "OUT": str(tmp_path / "out"),
+        "EMPTY": str(tmp_path / "empty"),
+        "BAD": str(tmp_path / "bad"),
+    }
+
+
+def test_benchmark_module_entry_exits_2_without_traceback(tmp_path: Path) -> None:
+    subst = _bad_inputs(tmp_path)
+    proc = subprocess.run(
+        [PY, "-m", "nco.commands.benchmark", subst["BAD"], "--out", subst["OUT"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr and "broken.vrp" in lines[0]
+
+
+def test_solve_command_writes_solutions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = generate_instances("cvrp", 8, 2, 4, tmp_path / "instances")
+    out = tmp_path / "sols"
+    code = solve_cmd.main(
+        [*map(str, files), "--solver", "ortools", "--time-limit", "0.2", "--out", str(out)]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert text.count("feasible") == 2
+    for f in files:
+        inst = E.load(f)
+        sol_file = out / f"{inst.name}.ortools.sol"
+        assert sol_file.is_file()
+        assert E.Solution.from_routes(inst, E.read_solution(sol_file, inst)).feasible
+
+
+def test_solve_command_gap_from_bks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (f,) = generate_instances("tsp", 7, 1, 4, tmp_path)
+    bks = tmp_path / "bks.csv"
+    bks.write_text(f"instance,bks\n{E.load(f).name},1.0\n")
+    code = solve_cmd.main(
+        [
+            str(f),
+            "--solver",
+            "pyvrp",
+            "--time-limit",
+            "0.1",
+            "--bks",
+            str(bks),
+            "--out",
+            str(tmp_path / "t.tour"),
+        ]
+    )
+    assert code == 0
+    assert "gap" in capsys.readouterr().out
+    assert (tmp_path / "t.tour").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["INST", "--solver", "nope"], "unknown solver"),
+        (["INST", "--solver", "hgs", "--plot", "x.png"], "plotting not available yet"),
+        (["missing.vrp", "--solver", "hgs"], "no such instance file"),
+        (["TW", "--solver", "hgs"], "does not support 'cvrptw'"),
+    ],
+    ids=["unknown-solver", "plot", "missing-file", "unsupported"],
+)
+def test_solve_bad_input_exits_2(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (inst,) = generate_instances("cvrp", 5, 1, 1, tmp_path)
+    (tw,) = generate_instances("cvrptw", 5, 1, 1, tmp_path)
+    subst = {"INST": str(inst), "TW": str(tw)}
+    code = solve_cmd.main([subst.get(a, a) for a in args])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nco solve: error:") and message in err[0]
