@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nco evaluate data/instances/X-n101-k25.vrp data/instances/X-n101-k25.sol
+	$(BIN)/nco solve data/instances/X-n101-k25.vrp --solver pyvrp --time-limit 2 --out X-n101-k25.pyvrp.sol
+	$(BIN)/nco evaluate data/instances/X-n101-k25.vrp X-n101-k25.pyvrp.sol
 
 test: $(STAMP)
 	$(BIN)/ruff check .
