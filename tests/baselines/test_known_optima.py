@@ -1,4 +1,4 @@
-"""Known optima from the shared benchmark pack (/work/shared/data), reached in a few seconds.
+"""Known optima from the shared benchmark pack (../shared/data), reached in a few seconds.
 
 The pack is read only through the ``shared_data`` fixture, which skips when it is absent.
 """
@@ -12,15 +12,8 @@ import pytest
 import nco.envs as E
 from nco.baselines import get_solver
 
-SHARED_DATA = Path("/work/shared/data")
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"benchmark pack not found at {SHARED_DATA} (instances with known optima)")
-    return SHARED_DATA
-
+# `shared_data` comes from tests/conftest.py: ../shared/data beside the checkout (or
+# $NCO_SHARED_DATA), skipping with a reason when the pack is absent.
 
 CASES = [
     # solver, file, optimum, time limit (s), relative tolerance
