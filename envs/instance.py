@@ -11,14 +11,11 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from tensordict import TensorDict
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
 
 #: Distance conventions. EUC_2D/CEIL_2D/FLOOR_2D are TSPLIB's; SOLOMON truncates the
 #: Euclidean distance to one decimal (DIMACS/CVRPLIB convention for the Solomon sets);
@@ -407,11 +404,3 @@ class Solution:
         from nco.envs.io import write_solution
 
         return write_solution(self, path)
-
-    def plot(self, ax: Axes | None = None, **kwargs: Any) -> Axes:
-        """Draw the routes with :func:`nco.plotting.plot_solution` (requires matplotlib)."""
-        import importlib
-
-        # Resolved at call time so the core never imports matplotlib or the user-facing layer.
-        plotting = importlib.import_module("nco.plotting")
-        return plotting.plot_solution(self, self.instance, ax=ax, **kwargs)
