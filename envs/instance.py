@@ -11,11 +11,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tensordict import TensorDict
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 #: Distance conventions. EUC_2D/CEIL_2D/FLOOR_2D are TSPLIB's; SOLOMON truncates the
 #: Euclidean distance to one decimal (DIMACS/CVRPLIB convention for the Solomon sets);
@@ -404,3 +407,11 @@ class Solution:
         from nco.envs.io import write_solution
 
         return write_solution(self, path)
+
+    def plot(self, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """Draw the routes on the instance; see :func:`nco.plotting.routes.plot_solution`."""
+        # Imported on call: envs sits below the plotting layer and must not load it (or
+        # matplotlib) at import time; only users who plot pay for matplotlib.
+        from nco.plotting.routes import plot_solution
+
+        return plot_solution(self, ax, **kwargs)

@@ -24,9 +24,17 @@ _EXPORTS: dict[str, str] = {
     "load": "nco.envs",
     "make": "nco.envs",
     "read_solution": "nco.envs",
+    "HybridSolver": "nco.solvers",
+    "ModelCard": "nco.api",
+    "NeuralSolver": "nco.solvers",
+    "load_model": "nco.checkpoints",
+    "models": "nco.api",
+    "solve": "nco.api",
+    "solve_batch": "nco.api",
 }
 
 if TYPE_CHECKING:
+    from nco.api import ModelCard, load_model, models, solve, solve_batch
     from nco.envs import (
         Instance,
         InstanceError,
@@ -38,6 +46,7 @@ if TYPE_CHECKING:
         make,
         read_solution,
     )
+    from nco.solvers import HybridSolver, NeuralSolver
 
 
 def __getattr__(name: str) -> Any:
@@ -52,4 +61,22 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = ["Instance", "InstanceError", "Solution", "Violation", "__version__", "available", "get_problem", "load", "make", "read_solution"]
+__all__ = [
+    "HybridSolver",
+    "Instance",
+    "InstanceError",
+    "ModelCard",
+    "NeuralSolver",
+    "Solution",
+    "Violation",
+    "__version__",
+    "available",
+    "get_problem",
+    "load",
+    "load_model",
+    "make",
+    "models",
+    "read_solution",
+    "solve",
+    "solve_batch",
+]

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import nco.envs as E
+import nco.solvers  # noqa: F401  (registers "neural" and "hybrid", also in spawned workers)
 from nco.baselines import SolverError, available_solvers, get_solver
 from nco.envs.io import atomic_write, is_instance_file
 
@@ -194,6 +195,8 @@ class Job:
     solver: str
     time_limit: float
     seed: int
+    #: solver constructor options as sorted (name, value) pairs, e.g. (("model", "cvrp50"),)
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -223,11 +226,14 @@ def solve_file(
     time_limit: float,
     seed: int,
     out_file: str | Path | None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load an instance, solve it, write the solution (if ``out_file``) and return a result row.
 
-    Solver failures (no solution in time) become rows with an ``error`` and ``feasible`` False
-    instead of exceptions, so one failure does not stop a batch.
+    ``options`` go to the solver's constructor (e.g. ``{"model": "cvrp50"}`` for ``neural`` and
+    ``hybrid``). Solver failures (no solution in time, no checkpoint for the problem) become rows
+    with an ``error`` and ``feasible`` False instead of exceptions, so one failure does not stop
+    a batch.
     """
     inst = E.load(instance_file)
     row: dict[str, Any] = {
@@ -250,7 +256,9 @@ def solve_file(
     }
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        sol = get_solver(solver).solve(inst, time_limit=float(time_limit), seed=int(seed))
+        sol = get_solver(solver, **dict(options or {})).solve(
+            inst, time_limit=float(time_limit), seed=int(seed)
+        )
     except SolverError as err:
         row.update(
             error=str(err),
@@ -274,7 +282,9 @@ def solve_file(
 
 def _run_job(job: Job, run_dir: str) -> dict[str, Any]:
     out = Path(run_dir) / "solutions" / job.solution_name()
-    row = solve_file(job.instance_file, job.solver, job.time_limit, job.seed, out)
+    row = solve_file(
+        job.instance_file, job.solver, job.time_limit, job.seed, out, dict(job.options)
+    )
     if row["solution_file"]:
         row["solution_file"] = str(Path("solutions") / job.solution_name())
     row["instance"] = job.instance  # the name used for resuming, even if the file names differ
@@ -389,6 +399,7 @@ def run_benchmark(
     workers: int = 1,
     reference: str | None = None,
     progress: Callable[[str], None] | None = None,
+    solver_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, str]]:
     """Solve every instance with every solver at every time limit; write and return the rows.
 
@@ -402,6 +413,8 @@ def run_benchmark(
     workers : parallel worker processes.
     reference : see :func:`parse_reference`; the gap column is ``100 * (cost / reference - 1)``.
     progress : called with one line per finished job (default: print to stderr).
+    solver_options : constructor options per solver name, e.g. ``{"neural": {"model": "cvrp50"}}``
+        (rows are keyed by solver name only: use another run directory for another model).
     """
     say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
     unknown = [s for s in solvers if s not in available_solvers()]
@@ -416,8 +429,10 @@ def run_benchmark(
     if not instance_files:
         raise BenchmarkError("no instances given")
     kind, ref_arg = parse_reference(reference, time_limits)
+    opts = {s: dict(o) for s, o in (solver_options or {}).items()}
     solver_objs = {
-        s: get_solver(s) for s in sorted(set(solvers) | ({"pyvrp"} if kind == "pyvrp" else set()))
+        s: get_solver(s, **opts.get(s, {}))
+        for s in sorted(set(solvers) | ({"pyvrp"} if kind == "pyvrp" else set()))
     }
 
     run = Path(run_dir)
@@ -437,7 +452,18 @@ def run_benchmark(
             if not solver_objs[s].supports(inst.problem):
                 skipped_unsupported.add((s, inst.problem))
                 continue
-            jobs.append(Job(str(path), inst.name, inst.problem, inst.num_customers, s, t, seed))
+            jobs.append(
+                Job(
+                    str(path),
+                    inst.name,
+                    inst.problem,
+                    inst.num_customers,
+                    s,
+                    t,
+                    seed,
+                    tuple(sorted(opts.get(s, {}).items())),
+                )
+            )
     for s, p in sorted(skipped_unsupported):
         say(f"note: solver {s!r} does not support {p!r}; those runs are skipped")
     if not jobs:

@@ -120,7 +120,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, 
 
 #: Subcommands that live in their own module under ``nco.commands``; each module has
 #: ``add_parser(subparsers)`` and ``run(args) -> int``.
-_COMMAND_MODULES: tuple[str, ...] = ("solve", "benchmark", "train", "plot_training")
+_COMMAND_MODULES: tuple[str, ...] = ("solve", "benchmark", "train", "plot_training", "plot")
 
 
 def _add_module_commands(sub: argparse._SubParsersAction) -> None:

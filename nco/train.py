@@ -127,6 +127,9 @@ class TrainConfig:
         ``val_seed`` unless ``val_data`` names an ``nco generate`` ``.pt`` file), optional reference
         costs for ``val/gap`` (CSV file or comma-separated numbers), decoding batch size.
     seed : seeds the model initialisation and every training batch.
+    init_from : checkpoint (path, run directory or shipped name) whose policy weights start this
+        run instead of a random initialisation (fine-tuning, e.g. CVRP100 from CVRP50); it must be
+        for the same problem and policy architecture. Optimizer state is not taken from it.
     max_time : wall-clock limit in seconds (None = none).
     checkpoint_every : steps between ``last.ckpt`` saves.
     log_every : steps between metric rows.
@@ -168,6 +171,7 @@ class TrainConfig:
     val_reference: str | None = None
     val_batch_size: int = 500
     seed: int = 1234
+    init_from: str | None = None
     max_time: float | None = None
     checkpoint_every: int = 100
     log_every: int = 10
@@ -703,6 +707,27 @@ class RewardScaler(nn.Module):
 
 
 # ============================================================================= the module
+def _init_policy(policy: AttentionPolicy, pcfg: PolicyConfig, cfg: TrainConfig) -> None:
+    """Copy the policy weights of ``cfg.init_from`` into ``policy`` (same problem and network)."""
+    from nco.checkpoints import read_checkpoint
+
+    info, state, path = read_checkpoint(str(cfg.init_from))
+    if info["problem"] != cfg.problem:
+        raise ValueError(
+            f"init-from {path}: trained on problem {info['problem']!r}, this run is {cfg.problem!r}"
+        )
+    theirs, ours = PolicyConfig.from_dict(info["policy"]).to_dict(), pcfg.to_dict()
+    diff = [
+        f"{k}={theirs.get(k)!r} (run: {ours.get(k)!r})" for k in ours if theirs.get(k) != ours[k]
+    ]
+    if diff:
+        raise ValueError(
+            f"init-from {path}: its policy differs from this run's in {', '.join(diff)}; "
+            "use the same preset and policy options"
+        )
+    policy.load_state_dict(state)
+
+
 class REINFORCEModule(L.LightningModule):
     """REINFORCE with a pluggable baseline for any policy preset and problem.
 
@@ -736,6 +761,8 @@ class REINFORCEModule(L.LightningModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.policy = build_policy(pcfg, self.problem)
+        if cfg.init_from:
+            _init_policy(self.policy, pcfg, cfg)
         self.baseline = make_baseline(cfg, self.policy, self.problem)
         self.reward_scaler = RewardScaler(cfg.reward_norm, cfg.reward_norm_decay)
         self.save_hyperparameters(

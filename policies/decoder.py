@@ -142,6 +142,13 @@ class PointerDecoder(nn.Module):
     def _gather(self, table: Tensor, nodes: Tensor, n: int) -> Tensor:
         """Rows of a flattened [B*N, d] table at ``nodes`` [B, S] -> [B, S, d]."""
         b, s = nodes.shape
+        if torch.is_grad_enabled() and table.requires_grad:
+            # index_select's backward (index_add_ into [B*N, d]) is ~8x slower on CPU than
+            # gather's scatter_add over the [B, N, d] view; in inference index_select is ~8x
+            # faster. Training spends a large share of its backward here.
+            return torch.gather(
+                table.view(b, n, -1), 1, nodes.unsqueeze(-1).expand(b, s, table.shape[-1])
+            )
         offset = torch.arange(b, device=nodes.device)[:, None] * n
         return table.index_select(0, (nodes + offset).reshape(-1)).view(b, s, -1)
 

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["USER_ERRORS", "guarded"]
+__all__ = ["USER_ERRORS", "guarded", "standalone_main"]
 
 #: Exceptions that mean bad input or a missing optional package (InstanceError, BenchmarkError,
 #: UnsupportedProblemError are ValueErrors; SolverUnavailableError is an ImportError): reported
@@ -31,3 +32,18 @@ def guarded(prog: str, fn: Callable[[Any], int], args: Any) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def standalone_main(
+    prog: str,
+    doc: str | None,
+    configure: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: list[str] | None,
+) -> int:
+    """Parse ``argv`` with one command's arguments and run it (``python -m nco.commands.X``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    configure(parser)
+    return run(parser.parse_args(argv))

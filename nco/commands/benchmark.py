@@ -1,8 +1,9 @@
-"""``nco benchmark``: classical solvers on a folder of instances or a generated set.
+"""``nco benchmark``: classical and neural solvers on a folder of instances or a generated set.
 
 Examples::
 
     nco benchmark data/cvrplib-x --solvers ortools,hgs,pyvrp --time-limits 1,10 --out runs/x
+    nco benchmark data/cvrplib-x --solvers neural,hybrid,pyvrp --model cvrp100 --out runs/xn
     nco benchmark --problem cvrp --size 100 --num 100 --seed 1234 --solvers hgs,pyvrp \\
         --time-limits 1 --reference pyvrp:5 --workers 2 --out runs/cvrp100
 """
@@ -14,11 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nco.commands import guarded
+from nco.commands import guarded, standalone_main
 
 __all__ = ["add_parser", "configure", "main", "run"]
 
 PROG = "nco benchmark"
+
+#: Solvers that take ``--model``.
+_MODEL_SOLVERS = ("neural", "hybrid")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -44,7 +48,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--solvers",
         default="ortools,hgs,pyvrp",
-        help="comma-separated solver names; default ortools,hgs,pyvrp",
+        help="comma-separated solver names (ortools, hgs, pyvrp, neural, hybrid); "
+        "default ortools,hgs,pyvrp",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint for the neural and hybrid solvers: a file, a run directory or a shipped "
+        "name (e.g. cvrp100); default: the shipped checkpoint nearest in size per instance",
     )
     p.add_argument("--time-limits", default="1", help="comma-separated seconds per run; default 1")
     p.add_argument(
@@ -79,7 +90,7 @@ def add_parser(subparsers: Any) -> None:
     """Register ``benchmark`` on an argparse sub-parsers object."""
     p = subparsers.add_parser(
         "benchmark",
-        help="benchmark classical solvers",
+        help="benchmark classical and neural solvers",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -123,6 +134,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"unknown solver(s) {', '.join(bad) or '(none)'}; expected some of {', '.join(available_solvers())}"
         )
+    if args.model is not None and not any(s in _MODEL_SOLVERS for s in solvers):
+        raise ValueError(
+            "--model applies to the neural and hybrid solvers, and neither is in --solvers"
+        )
     if args.dir is not None:
         if not args.dir.exists():
             raise FileNotFoundError(f"{args.dir}: no such directory")
@@ -149,6 +164,9 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         reference=reference,
+        solver_options={
+            s: {"model": args.model} for s in solvers if args.model and s in _MODEL_SOLVERS
+        },
     )
     print(format_summary(summarize(rows)))
     print(f"results: {args.out / 'results.csv'}")
@@ -167,11 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m nco.commands.benchmark``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    configure(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main(PROG, __doc__, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nco.commands import guarded
+from nco.commands import guarded, standalone_main
 
 __all__ = ["add_parser", "configure", "main", "run"]
 
@@ -68,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m nco.commands.plot_training``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    configure(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main(PROG, __doc__, configure, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""``nco solve``: solve instance files with a classical solver.
+"""``nco solve``: solve instance files with a neural, hybrid or classical solver.
 
 Prints, per instance, the cost, the gap to the best-known cost (``--bks FILE`` or the ``.sol``
 next to the instance), feasibility and time, and writes a VRPLIB ``.sol`` (TSPLIB ``.tour``).
 
 Examples::
 
+    nco solve data/instances/X-n101-k25.vrp --solver hybrid --time-limit 2 --plot route.png
     nco solve data/X-n101-k25.vrp --solver hgs --time-limit 10 --out X-n101-k25.sol
+    nco solve my.vrp --solver neural --model runs/cvrp50-pomo --out my.sol
     nco solve data/cvrplib-x/*.vrp --solver pyvrp --time-limit 5 --workers 2 --out sols/
 """
 
@@ -18,7 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from nco.commands import guarded
+from nco.commands import guarded, standalone_main
 
 __all__ = ["add_parser", "configure", "main", "run"]
 
@@ -34,7 +36,17 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="INSTANCE",
         help="instance files (.vrp, .tsp, Solomon .txt)",
     )
-    p.add_argument("--solver", default="pyvrp", help="ortools, hgs or pyvrp (default pyvrp)")
+    p.add_argument(
+        "--solver",
+        default="pyvrp",
+        help="neural, hybrid (neural warm start + PyVRP), ortools, hgs or pyvrp (default pyvrp)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint for --solver neural/hybrid: file, run directory or shipped name "
+        "(e.g. cvrp100); default: the shipped checkpoint nearest in size",
+    )
     p.add_argument(
         "--time-limit", type=float, default=10.0, help="seconds per instance; default 10"
     )
@@ -51,7 +63,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=None,
         help="CSV with instance,bks columns for the gap (default: the .sol next to the instance)",
     )
-    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="(not available yet)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw the routes of the solution to this image (one instance only)",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -64,7 +82,7 @@ def add_parser(subparsers: Any) -> None:
     """Register ``solve`` on an argparse sub-parsers object."""
     p = subparsers.add_parser(
         "solve",
-        help="solve instance files with a classical solver",
+        help="solve instance files with a neural, hybrid or classical solver",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -82,11 +100,15 @@ def _out_path(out: Path | None, name: str, solver: str, problem: str, single: bo
 
 def _run(args: argparse.Namespace) -> int:
     import nco.envs as E
+    import nco.solvers  # noqa: F401  (registers "neural" and "hybrid")
     from nco.baselines import available_solvers, get_solver
     from nco.benchmark import load_bks, reference_cost_from_sol, solve_file
 
-    if args.plot is not None:
-        raise ValueError("--plot: plotting not available yet")
+    if args.plot is not None and len(args.instances) > 1:
+        raise ValueError(
+            f"--plot: give one instance (got {len(args.instances)}); "
+            "use nco plot INSTANCE SOLUTION --out PNG for each"
+        )
     if args.solver not in available_solvers():
         raise ValueError(
             f"unknown solver {args.solver!r}; expected one of {', '.join(available_solvers())}"
@@ -97,7 +119,13 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.out is not None and len(args.instances) > 1 and args.out.suffix in (".sol", ".tour"):
         raise ValueError(f"--out {args.out}: give a folder when solving several instances")
-    solver = get_solver(args.solver)  # fails here, once, if its package is missing
+    options: dict[str, Any] = {}
+    if args.model is not None:
+        if args.solver not in ("neural", "hybrid"):
+            raise ValueError(f"--model applies to --solver neural or hybrid, not {args.solver!r}")
+        options["model"] = str(args.model)
+    # fails here, once, if its package (or, for neural/hybrid, the checkpoint) is missing
+    solver = get_solver(args.solver, **options)
     bks = load_bks(args.bks) if args.bks is not None else None
     # Load everything first: a bad file stops the command before any solving starts.
     insts = [E.load(p) for p in args.instances]
@@ -109,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     single = len(insts) == 1
     outs = [_out_path(args.out, inst.name, args.solver, inst.problem, single) for inst in insts]
     jobs = [
-        (str(p), args.solver, args.time_limit, args.seed, str(o))
+        (str(p), args.solver, args.time_limit, args.seed, str(o), options)
         for p, o in zip(args.instances, outs)
     ]
     total = len(jobs)
@@ -134,7 +162,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers == 1 or total == 1:
         for k, (job, inst, path) in enumerate(zip(jobs, insts, args.instances), 1):
-            report(k, solve_file(*job), inst, path)
+            row = solve_file(*job)
+            report(k, row, inst, path)
+            if args.plot is not None:
+                _plot(row, inst, args.plot)
     else:
         with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
             futs = {pool.submit(solve_file, *job): i for i, job in enumerate(jobs)}
@@ -142,6 +173,20 @@ def _run(args: argparse.Namespace) -> int:
                 i = futs[fut]
                 report(k, fut.result(), insts[i], args.instances[i])
     return status
+
+
+def _plot(row: dict[str, Any], inst: Any, png: Path) -> None:
+    """Draw the solution file just written (read back, so the picture is what was saved)."""
+    import nco.envs as E
+    from nco.plotting.routes import save_route_plot
+
+    if not row["solution_file"]:
+        print(f"plot: skipped, no solution for {inst.name}")
+        return
+    sol_file = Path(row["solution_file"])
+    routes = E.read_solution(sol_file, inst)
+    sol = E.Solution.from_routes(inst, routes, solver=row["solver"])
+    print(f"plot -> {save_route_plot(sol, png)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,11 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m nco.commands.solve``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    configure(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main(PROG, __doc__, configure, run, argv)
 
 
 if __name__ == "__main__":

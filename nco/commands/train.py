@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nco.commands import guarded
+from nco.commands import guarded, standalone_main
 
 __all__ = ["add_parser", "build_config", "configure", "main", "run"]
 
@@ -99,6 +99,12 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "reference costs for val/gap: CSV file or comma-separated numbers",
     ),
     ("--max-time", "max_time", float, "wall-clock limit in seconds"),
+    (
+        "--init-from",
+        "init_from",
+        str,
+        "start from this checkpoint's weights (path, run dir or shipped name), e.g. to fine-tune on a larger size",
+    ),
 )
 
 
@@ -350,11 +356,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m nco.commands.train``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    configure(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main(PROG, __doc__, configure, run, argv)
 
 
 if __name__ == "__main__":

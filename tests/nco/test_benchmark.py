@@ -314,7 +314,7 @@ def test_solve_command_gap_from_bks(tmp_path: Path, capsys: pytest.CaptureFixtur
     ("args", "message"),
     [
         (["INST", "--solver", "nope"], "unknown solver"),
-        (["INST", "--solver", "hgs", "--plot", "x.png"], "plotting not available yet"),
+        (["INST", "INST", "--solver", "hgs", "--plot", "x.png"], "--plot: give one instance"),
         (["missing.vrp", "--solver", "hgs"], "no such instance file"),
         (["TW", "--solver", "hgs"], "does not support 'cvrptw'"),
     ],

@@ -1,0 +1,408 @@
+"""The solving API and the neural/hybrid solvers: checked solutions in instance units on shipped
+files, refinement and hybrid never worse than the construction, batched == one by one, clear
+errors, model selection among shipped checkpoints, registry and CLI reachability.
+
+Real pretrained checkpoints may not ship yet, so a module fixture trains tiny POMO policies
+(d_model 32, one layer, size 10, 4 steps) for CVRP, TSP and CVRPTW in a few seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nco
+import nco.envs as E
+import nco.solvers as S
+from nco.api import default_time_limit, models, solve, solve_batch
+from nco.baselines import Solver, SolverUnavailableError, available_solvers, get_solver
+from nco.checkpoints import export_model
+from nco.envs import Instance, Solution
+from nco.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {"d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64}
+FILES = {"cvrp": "E-n13-k4.vrp", "tsp": "eil51.tsp", "cvrptw": "C101.txt"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny exported policies per problem: {problem: path/to/<problem>10.pt}."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for problem in ("cvrp", "tsp", "cvrptw"):
+        cfg = TrainConfig(
+            problem=problem,
+            size=10,
+            preset="pomo",
+            policy=TINY,
+            batch_size=16,
+            instances_per_epoch=64,
+            epochs=1,
+            lr=1e-3,
+            val_size=8,
+            bl_eval_size=16,
+            log_every=1,
+            accelerator="cpu",
+        )
+        result = train(cfg, root / problem, progress_bar=False)
+        out[problem] = export_model(result.last_checkpoint, root / f"{problem}10.pt")
+    return out
+
+
+def _load(name: str) -> Instance:
+    return E.load(ROOT / "data" / "instances" / name)
+
+
+def _check(sol: Solution, inst: Instance, solver: str) -> None:
+    assert sol.feasible, sol.violations
+    assert sol.solver == solver
+    assert sol.cost == pytest.approx(inst.route_cost(sol.routes), rel=1e-12)
+    assert math.isfinite(sol.runtime) and sol.runtime >= 0
+
+
+def _generated(problem: str, size: int, num: int, seed: int) -> list[Instance]:
+    prob = E.get_problem(problem)
+    td = prob.generator(num_loc=size)(num, seed=seed)
+    return [prob.to_instance(td[i : i + 1], name=f"{problem}{size}-{i}") for i in range(num)]
+
+
+# ----------------------------------------------------------------------------- shipped files
+@pytest.mark.parametrize("problem", ["cvrp", "tsp", "cvrptw"])
+@pytest.mark.parametrize("solver", ["neural", "hybrid", "ortools", "pyvrp", "hgs"])
+def test_solvers_on_shipped_instances(tiny_models, problem, solver):
+    inst = _load(FILES[problem])
+    try:
+        obj = (
+            get_solver(solver, model=tiny_models[problem])
+            if solver in ("neural", "hybrid")
+            else get_solver(solver)
+        )
+    except SolverUnavailableError as err:
+        pytest.skip(str(err))
+    if not obj.supports(problem):
+        assert (solver, problem) == ("hgs", "cvrptw")  # HGS-CVRP has no time windows
+        return
+    opts = {"model": tiny_models[problem]} if solver in ("neural", "hybrid") else {}
+    sol = nco.solve(inst, solver=solver, time_limit=None if solver == "neural" else 1.0, **opts)
+    _check(sol, inst, solver)
+    if solver == "neural":
+        assert sol.metadata["strategy"] == "multistart_greedy" and sol.metadata["augment"] == 8
+        # E-n13-k4 is given as an explicit matrix only: the policy sees an MDS embedding
+        assert sol.metadata["embedded_by_mds"] == (inst.coords is None)
+
+
+def test_solve_accepts_paths_and_default_limits(tiny_models):
+    path = ROOT / "data" / "instances" / FILES["cvrp"]
+    sol = solve(path, model=tiny_models["cvrp"], augment=1)
+    _check(sol, _load(FILES["cvrp"]), "neural")
+    inst = _load(FILES["cvrptw"])
+    assert default_time_limit(inst, get_solver("ortools")) == pytest.approx(1.01)
+    assert default_time_limit(_load(FILES["cvrp"]), get_solver("ortools")) == 1.0
+    assert default_time_limit(inst, S.NeuralSolver(tiny_models["cvrptw"])) is None
+    with pytest.raises(ValueError, match="does not take"):
+        solve(path, solver="ortools", model=tiny_models["cvrp"])
+
+
+def test_nco_solve_is_the_function(tiny_models):
+    import nco.api
+
+    assert nco.solve is nco.api.solve
+    sol = nco.solve(_load(FILES["tsp"]), model=tiny_models["tsp"], augment=1)
+    _check(sol, _load(FILES["tsp"]), "neural")
+    from nco.checkpoints import load_model
+
+    assert nco.load_model is load_model  # re-exported
+    policy, info = nco.load_model(tiny_models["tsp"], problem="tsp")
+    assert info["problem"] == "tsp" and info["size"] == 10
+
+
+# ----------------------------------------------------------------------------- refinement
+@st.composite
+def _small_instances(draw) -> Instance:
+    n = draw(st.integers(5, 14))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    coords = rng.random((n + 1, 2)) * draw(st.sampled_from([1.0, 100.0]))
+    if draw(st.booleans()):
+        return Instance.from_arrays(coords=coords, name=f"tsp-{seed}")
+    demand = rng.integers(1, 10, n + 1).astype(float)
+    demand[0] = 0
+    cap = float(draw(st.integers(9, 30)))
+    return Instance.from_arrays(coords=coords, demand=demand, capacity=cap, name=f"cvrp-{seed}")
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(inst=_small_instances())
+def test_refine_is_never_worse(tiny_models, inst):
+    model = tiny_models[inst.problem]
+    base = S.NeuralSolver(model, strategy="greedy", augment=1).solve(inst)
+    refined = S.NeuralSolver(model, strategy="greedy", augment=1, refine=True).solve(inst)
+    assert base.feasible and refined.feasible
+    assert refined.cost <= base.cost + 1e-9
+    assert refined.metadata["construction_cost"] == pytest.approx(base.cost)
+
+
+def test_refine_keeps_the_construction_when_refinement_is_worse(tiny_models, monkeypatch):
+    inst = _load(FILES["cvrp"])
+    base = S.NeuralSolver(tiny_models["cvrp"], augment=1).solve(inst)
+    # a "refinement" that breaks the solution (one customer dropped) and one that worsens it
+    monkeypatch.setattr(S, "refine_routes", lambda i, routes: [list(r) for r in routes][:-1])
+    sol = S.NeuralSolver(tiny_models["cvrp"], augment=1, refine=True).solve(inst)
+    assert sol.feasible and sol.cost == base.cost and sol.metadata["refine_kept"] is False
+    worse = [[c] for r in base.routes for c in r]
+    monkeypatch.setattr(S, "refine_routes", lambda i, routes: worse)
+    sol = S.NeuralSolver(tiny_models["cvrp"], augment=1, refine=True).solve(inst)
+    assert sol.cost == base.cost and sol.metadata["refined_cost"] > base.cost
+
+
+def test_refine_with_time_windows_stays_feasible(tiny_models):
+    inst = _load(FILES["cvrptw"])
+    base = S.NeuralSolver(tiny_models["cvrptw"], augment=1).solve(inst)
+    sol = S.NeuralSolver(tiny_models["cvrptw"], augment=1, refine=True).solve(inst)
+    _check(sol, inst, "neural")
+    assert sol.cost <= base.cost
+
+
+# ----------------------------------------------------------------------------- hybrid
+@pytest.mark.parametrize("backend", ["pyvrp", "ortools"])
+def test_hybrid_never_worse_than_its_warm_start(tiny_models, backend):
+    inst = _load(FILES["cvrp"])
+    try:
+        hybrid = S.HybridSolver(tiny_models["cvrp"], backend=backend)
+    except SolverUnavailableError as err:
+        pytest.skip(str(err))
+    assert isinstance(hybrid, Solver) and isinstance(hybrid.neural, Solver)
+    sol = hybrid.solve(inst, time_limit=1.0, seed=1)
+    _check(sol, inst, "hybrid")
+    neural = S.NeuralSolver(tiny_models["cvrp"]).solve(inst)
+    assert sol.metadata["neural_cost"] == pytest.approx(neural.cost)
+    assert sol.cost <= neural.cost
+    assert sol.metadata["warm_start"] and sol.metadata["backend"] == backend
+
+
+def test_hybrid_returns_the_neural_solution_when_the_budget_is_spent(tiny_models):
+    inst = _load(FILES["tsp"])
+    sol = S.HybridSolver(tiny_models["tsp"]).solve(inst, time_limit=1e-3)
+    _check(sol, inst, "hybrid")
+    assert "backend_skipped" in sol.metadata and sol.cost == sol.metadata["neural_cost"]
+    with pytest.raises(ValueError, match="unknown backend"):
+        S.HybridSolver(tiny_models["tsp"], backend="hgs")
+    with pytest.raises(ValueError, match="time_limit"):
+        S.HybridSolver(tiny_models["tsp"]).solve(inst, time_limit=0)
+
+
+# ----------------------------------------------------------------------------- batches
+def test_solve_batch_equals_one_by_one(tiny_models):
+    insts = _generated("cvrp", 10, 8, seed=3)
+    batch = solve_batch(insts, tiny_models["cvrp"], strategy="greedy", augment=1, batch_size=5)
+    assert len(batch) == 8
+    for inst, sol in zip(insts, batch):
+        _check(sol, inst, "neural")
+        one = nco.solve(inst, model=tiny_models["cvrp"], strategy="greedy", augment=1)
+        assert sol.routes == one.routes and sol.cost == pytest.approx(one.cost, rel=1e-12)
+
+
+def test_solve_batch_groups_sizes_and_rejects_mixed_problems(tiny_models):
+    insts = _generated("tsp", 8, 2, seed=1) + _generated("tsp", 11, 2, seed=2)
+    insts = [insts[0], insts[2], insts[1], insts[3]]
+    batch = solve_batch(insts, tiny_models["tsp"], strategy="greedy", augment=1)
+    for inst, sol in zip(insts, batch):
+        assert sol.instance is inst
+        _check(sol, inst, "neural")
+    with pytest.raises(ValueError, match="one problem"):
+        solve_batch([insts[0], _load(FILES["cvrp"])], tiny_models["tsp"])
+    assert solve_batch([], tiny_models["tsp"]) == []
+
+
+# ----------------------------------------------------------------------------- errors
+def test_checkpoint_of_another_problem_raises_value_error(tiny_models):
+    tsp = _load(FILES["tsp"])
+    with pytest.raises(ValueError, match=r"'cvrp'.*'tsp'"):
+        nco.solve(tsp, model=tiny_models["cvrp"])
+    with pytest.raises(ValueError, match=r"'cvrp'.*'tsp'"):
+        solve_batch([tsp], tiny_models["cvrp"])
+    assert not S.NeuralSolver(tiny_models["cvrp"]).supports("tsp")
+
+
+def test_unknown_model_name_raises_file_not_found():
+    with pytest.raises(FileNotFoundError, match="no-such-model.*shipped"):
+        nco.solve(_load(FILES["cvrp"]), model="no-such-model")
+
+
+@pytest.fixture
+def fake_shipped(tiny_models, tmp_path, monkeypatch) -> Path:
+    """A checkpoints folder holding cvrp10.pt (with a model card) and tsp10.pt."""
+    import nco.checkpoints as C
+
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    shutil.copy(tiny_models["cvrp"], d / "cvrp10.pt")
+    shutil.copy(tiny_models["tsp"], d / "tsp10.pt")
+    (d / "cvrp10.md").write_text("# cvrp10\n\nA tiny test model.\n")
+    monkeypatch.setattr(S, "_checkpoints_dir", lambda: d)
+    monkeypatch.setattr(C, "_packaged_dir", lambda: d)
+    return d
+
+
+def test_shipped_checkpoints_are_found_by_name_and_by_problem(fake_shipped):
+    cards = models()
+    assert [(m.name, m.problem, m.size) for m in cards] == [
+        ("cvrp10", "cvrp", 10),
+        ("tsp10", "tsp", 10),
+    ]
+    assert (
+        cards[0].card is not None and "tiny test model" in cards[0].card and cards[1].card is None
+    )
+    inst = _load(FILES["cvrp"])
+    auto = nco.solve(inst, augment=1)  # model=None: the shipped cvrp checkpoint
+    assert Path(auto.metadata["model"]).name == "cvrp10.pt"
+    assert nco.solve(inst, model="cvrp10", augment=1).cost == auto.cost
+    with pytest.raises(FileNotFoundError, match="cvrp10, tsp10"):
+        nco.solve(inst, model="cvrp99")
+    with pytest.raises(FileNotFoundError, match=r"'cvrptw'.*cvrp10, tsp10"):
+        nco.solve(_load(FILES["cvrptw"]))
+
+
+def test_no_shipped_checkpoint_for_the_problem_is_a_clear_solver_error(tmp_path, monkeypatch):
+    from nco.baselines import SolverError
+
+    monkeypatch.setattr(S, "_checkpoints_dir", lambda: tmp_path)
+    assert models() == []
+    with pytest.raises(SolverError, match="no shipped checkpoint for problem 'cvrp'"):
+        nco.solve(_load(FILES["cvrp"]))
+
+
+def test_models_lists_valid_entries_or_nothing():
+    for m in models():
+        assert m.problem in E.available() and m.path.is_file() and m.info["problem"] == m.problem
+
+
+# ----------------------------------------------------------------------------- registry and CLI
+def test_registry_and_benchmark_worker_entry_point(tiny_models, tmp_path):
+    from nco.benchmark import solve_file
+
+    S.register()
+    S.register()  # idempotent
+    assert {"neural", "hybrid"} <= set(available_solvers())
+    assert isinstance(get_solver("neural", model=tiny_models["cvrp"]), S.NeuralSolver)
+    row = solve_file(
+        ROOT / "data" / "instances" / FILES["cvrp"],
+        "neural",
+        1.0,
+        0,
+        tmp_path / "e13.sol",
+        {"model": str(tiny_models["cvrp"])},
+    )
+    assert row["error"] == "" and row["feasible"] is True and (tmp_path / "e13.sol").is_file()
+    # a fresh interpreter (as a spawned worker) finds the solvers through nco.benchmark
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    code = "import nco.benchmark; from nco.baselines import available_solvers as a; print(a())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert "'neural'" in out.stdout and "'hybrid'" in out.stdout
+
+
+def test_benchmark_command_with_model(tiny_models, tmp_path, capsys):
+    from nco.benchmark import read_results
+    from nco.commands import benchmark as bench_cmd
+
+    out = tmp_path / "run"
+    args = ["--problem", "cvrp", "--size", "10", "--num", "2", "--seed", "5", "--solvers", "neural"]
+    args += [
+        "--model",
+        str(tiny_models["cvrp"]),
+        "--time-limits",
+        "1",
+        "--no-plot",
+        "--out",
+        str(out),
+    ]
+    assert bench_cmd.main(args) == 0
+    rows = read_results(out / "results.csv")
+    assert len(rows) == 2 and all(r["solver"] == "neural" and r["feasible"] == "True" for r in rows)
+
+
+# ----------------------------------------------------------------------------- shipped quality
+def _nearest_neighbour(inst: Instance) -> list[list[int]]:
+    """Greedy nearest neighbour: the nearest unvisited node that fits (load, time windows), else
+    back to the depot (VRPs); a TSP tour from node 0."""
+    d = inst.distance
+    left = set(range(1, inst.num_nodes))
+    if not inst.has_depot:
+        tour = [0]
+        while left:
+            nxt = min(left, key=lambda j: (d[tour[-1], j], j))
+            tour.append(nxt)
+            left.remove(nxt)
+        return [tour]
+    assert inst.demand is not None and inst.capacity is not None
+    tw, svc = inst.time_windows, inst.service_time
+    routes = []
+    while left:
+        route, load, cur = [], 0.0, 0
+        t = tw[0, 0] if tw is not None else 0.0
+        while True:
+            best = None
+            for j in sorted(left, key=lambda j: (d[cur, j], j)):
+                if load + inst.demand[j] > inst.capacity:
+                    continue
+                if tw is not None:
+                    start = max(t + d[cur, j], tw[j, 0])
+                    s = svc[j] if svc is not None else 0.0
+                    if start > tw[j, 1] or start + s + d[j, 0] > tw[0, 1]:
+                        continue
+                best = j
+                break
+            if best is None:
+                break
+            if tw is not None:
+                t = max(t + d[cur, best], tw[best, 0]) + (svc[best] if svc is not None else 0.0)
+            route.append(best)
+            load += inst.demand[best]
+            left.remove(best)
+            cur = best
+        routes.append(route)
+    return routes
+
+
+def test_nearest_neighbour_heuristic_is_feasible():
+    for problem in ("tsp", "cvrp", "cvrptw"):
+        for inst in _generated(problem, 12, 2, seed=7):
+            assert Solution.from_routes(inst, _nearest_neighbour(inst)).feasible
+
+
+def test_shipped_checkpoints_beat_nearest_neighbour():
+    shipped = S.shipped_checkpoints()
+    if not shipped:
+        pytest.skip("no pretrained checkpoints are shipped in data/checkpoints yet")
+    for path in shipped:
+        info = S.checkpoint_info(path)
+        insts = _generated(info["problem"], int(info["size"]), 8, seed=2024)
+        sols = solve_batch(insts, path, strategy="multistart_greedy", augment=1, device="cpu")
+        assert all(s.feasible for s in sols), path.name
+        nn = np.mean([Solution.from_routes(i, _nearest_neighbour(i)).cost for i in insts])
+        neural = np.mean([s.cost for s in sols])
+        assert neural <= 0.95 * nn, f"{path.name}: mean {neural:.4g} vs nearest neighbour {nn:.4g}"
