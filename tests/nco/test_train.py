@@ -10,6 +10,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -526,3 +527,35 @@ def test_resume_refuses_to_change_the_model(tiny_run, capsys):
     assert "cannot change preset" in capsys.readouterr().err
     assert train_cmd.run(_parse(["--out", str(tiny_run), "--size", "8"])) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_init_from_starts_from_the_checkpoint_weights(tiny_run, tmp_path):
+    """Fine-tuning: a new run (other size) starts from a checkpoint's weights, not at random."""
+    src, _ = load_model(tiny_run, problem="tsp")
+    module = REINFORCEModule(_tiny_config(size=12, init_from=str(tiny_run)))
+    for name, value in src.state_dict().items():
+        assert torch.equal(module.policy.state_dict()[name], value), name
+    fresh = REINFORCEModule(_tiny_config(size=12))
+    assert any(
+        not torch.equal(fresh.policy.state_dict()[k], v) for k, v in src.state_dict().items()
+    )
+    # the rollout baseline's frozen copy starts from the same weights
+    result = train(
+        _tiny_config(size=12, epochs=1, init_from=str(tiny_run)),
+        tmp_path / "ft",
+        progress_bar=False,
+    )
+    assert result.status == "finished"
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"problem": "cvrp"}, "trained on problem 'tsp'"),
+        ({"policy": {**TINY, "d_model": 32}}, "d_model=16 (run: 32)"),
+    ],
+    ids=["other-problem", "other-architecture"],
+)
+def test_init_from_refuses_a_different_problem_or_network(tiny_run, changes, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        REINFORCEModule(_tiny_config(init_from=str(tiny_run), **changes))
