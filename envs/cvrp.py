@@ -41,6 +41,7 @@ from nco.envs.common import (
     tour_length,
 )
 from nco.envs.instance import FEAS_TOL, Instance, Violation
+from nco.kernels.masks import cvrp_mask as fused_cvrp_mask
 
 #: Slack on normalised loads: float32 sums of demand/capacity fractions may exceed 1 by
 #: rounding when a vehicle is exactly full; a true overload exceeds it by >= 1/capacity.
@@ -72,16 +73,22 @@ class CVRPGenerator:
         if self.num_loc < 1:
             raise ValueError(f"num_loc must be >= 1, got {self.num_loc}")
         if self.distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
+            raise ValueError(
+                f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}"
+            )
         if not 1 <= self.min_demand <= self.max_demand:
-            raise ValueError(f"need 1 <= min_demand <= max_demand, got {self.min_demand}, {self.max_demand}")
+            raise ValueError(
+                f"need 1 <= min_demand <= max_demand, got {self.min_demand}, {self.max_demand}"
+            )
         if self.capacity is not None and self.capacity < self.max_demand:
             raise ValueError(f"capacity {self.capacity} is below max_demand {self.max_demand}")
 
     @property
     def vehicle_capacity(self) -> float:
         """The capacity used (explicit or standard)."""
-        return float(self.capacity) if self.capacity is not None else standard_capacity(self.num_loc)
+        return (
+            float(self.capacity) if self.capacity is not None else standard_capacity(self.num_loc)
+        )
 
     def __call__(
         self,
@@ -97,7 +104,9 @@ class CVRPGenerator:
         depot = torch.rand(b, 1, 2, generator=g, device=device)
         cust = sample_coords(b, self.num_loc, self.distribution, g, device)
         cap = self.vehicle_capacity
-        dem = torch.randint(self.min_demand, self.max_demand + 1, (b, self.num_loc), generator=g, device=device)
+        dem = torch.randint(
+            self.min_demand, self.max_demand + 1, (b, self.num_loc), generator=g, device=device
+        )
         demand = torch.cat([torch.zeros(b, 1, device=device), dem.float() / cap], 1)
         return TensorDict(
             {
@@ -110,15 +119,12 @@ class CVRPGenerator:
         )
 
 
-def cvrp_mask(td: TensorDict, used: torch.Tensor, visited: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+def cvrp_mask(
+    td: TensorDict, used: torch.Tensor, visited: torch.Tensor, current: torch.Tensor
+) -> torch.Tensor:
     """Feasible next nodes [B, N]: unvisited customers that fit, and the depot unless the
     vehicle stands there with customers still to serve (no empty routes)."""
-    fits = td["demand"] <= (1.0 - used)[:, None] + CAP_TOL
-    cust = fits & ~visited
-    cust[:, 0] = False
-    depot_ok = (current != 0) | ~cust.any(1)
-    cust[:, 0] = depot_ok
-    return cust
+    return fused_cvrp_mask(td["demand"], (1.0 - used) + CAP_TOL, visited, current)[0]
 
 
 class CVRPEnv(EnvBase):
@@ -156,9 +162,13 @@ class CVRPEnv(EnvBase):
             self,
             n,
             {
-                "demand": Bounded(low=0.0, high=1.0, shape=(*bs, n), dtype=torch.float32, device=dev),
+                "demand": Bounded(
+                    low=0.0, high=1.0, shape=(*bs, n), dtype=torch.float32, device=dev
+                ),
                 "capacity": Unbounded(shape=bs, dtype=torch.float64, device=dev),
-                "used_capacity": Bounded(low=0.0, high=1.0 + CAP_TOL, shape=bs, dtype=torch.float32, device=dev),
+                "used_capacity": Bounded(
+                    low=0.0, high=1.0 + CAP_TOL, shape=bs, dtype=torch.float32, device=dev
+                ),
             },
         )
 
@@ -171,7 +181,9 @@ class CVRPEnv(EnvBase):
         return set_random_action(self, tensordict)
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs: object) -> TensorDict:
-        return flat_batch(self._reset_flat, reset_input(self, tensordict, ("locs", "demand", "distance")))
+        return flat_batch(
+            self._reset_flat, reset_input(self, tensordict, ("locs", "demand", "distance"))
+        )
 
     def _reset_flat(self, td: TensorDict) -> TensorDict:
         b, n = td["demand"].shape
@@ -179,7 +191,9 @@ class CVRPEnv(EnvBase):
         current = torch.zeros(b, dtype=torch.int64, device=dev)
         used = torch.zeros(b, dtype=torch.float32, device=dev)
         visited = torch.zeros(b, n, dtype=torch.bool, device=dev)
-        out = td.select(*[k for k in (*INSTANCE_KEYS, "distance", "scale", "offset") if k in td.keys()])
+        out = td.select(
+            *[k for k in (*INSTANCE_KEYS, "distance", "scale", "offset") if k in td.keys()]
+        )
         out.update(
             {
                 "current_node": current,
@@ -204,15 +218,19 @@ class CVRPEnv(EnvBase):
         dem = td["demand"].gather(1, action[:, None]).squeeze(1)
         used = torch.where(at_depot, torch.zeros_like(dem), td["used_capacity"] + dem)
         visited = td["visited"].scatter(1, action[:, None], True)
-        done = at_depot & visited[:, 1:].all(1)
-        out = td.select(*[k for k in (*INSTANCE_KEYS, "distance", "scale", "offset") if k in td.keys()])
+        # one fused pass gives the next mask and whether every customer is served
+        mask, all_visited = fused_cvrp_mask(td["demand"], (1.0 - used) + CAP_TOL, visited, action)
+        done = at_depot & all_visited
+        out = td.select(
+            *[k for k in (*INSTANCE_KEYS, "distance", "scale", "offset") if k in td.keys()]
+        )
         out.update(
             {
                 "current_node": action,
                 "used_capacity": used,
                 "visited": visited,
                 "i": td["i"] + 1,
-                "action_mask": cvrp_mask(td, used, visited, action),
+                "action_mask": mask,
                 "reward": -step_len[:, None].to(torch.float32),
                 "done": done[:, None],
                 "terminated": done[:, None],
@@ -244,9 +262,19 @@ def check_core(
         ids = [v for v in r if 0 < v < n]
         load = float(np.sum(demand[ids])) if ids else 0.0
         if load > capacity + tol:
-            out.append(Violation("capacity", f"route {k + 1}: load {load:g} exceeds capacity {capacity:g}", route=k))
+            out.append(
+                Violation(
+                    "capacity",
+                    f"route {k + 1}: load {load:g} exceeds capacity {capacity:g}",
+                    route=k,
+                )
+            )
     if num_vehicles is not None and len(routes) > num_vehicles:
-        out.append(Violation("vehicles", f"{len(routes)} routes exceed the {num_vehicles} vehicles available"))
+        out.append(
+            Violation(
+                "vehicles", f"{len(routes)} routes exceed the {num_vehicles} vehicles available"
+            )
+        )
     return out
 
 
@@ -254,13 +282,18 @@ def check(td: TensorDict, tours: torch.Tensor) -> list[list[Violation]]:
     """Check action sequences [B, T] against normalised tensors; one violation list per element."""
     seqs = tours.detach().cpu().numpy()
     dem = td["demand"].detach().cpu().double().numpy()
-    return [check_core(numpy_distance(td, b), dem[b], 1.0, split_routes(seqs[b])) for b in range(seqs.shape[0])]
+    return [
+        check_core(numpy_distance(td, b), dem[b], 1.0, split_routes(seqs[b]))
+        for b in range(seqs.shape[0])
+    ]
 
 
 def check_routes(instance: Instance, routes: Sequence[Sequence[int]]) -> list[Violation]:
     """Check routes of an :class:`Instance` in its own units."""
     assert instance.demand is not None and instance.capacity is not None
-    return check_core(instance.distance, instance.demand, instance.capacity, routes, instance.num_vehicles)
+    return check_core(
+        instance.distance, instance.demand, instance.capacity, routes, instance.num_vehicles
+    )
 
 
 # ----------------------------------------------------------------------------- policy interface
