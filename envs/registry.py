@@ -6,10 +6,12 @@ from typing import Any
 
 from torchrl.envs import EnvBase
 
-from nco.envs import cvrp, cvrptw, tsp
+from nco.envs import cvrp, cvrptw, mtvrp, tsp
 from nco.envs.common import Problem
 
-_PROBLEMS: dict[str, Problem] = {p.name: p for p in (tsp.PROBLEM, cvrp.PROBLEM, cvrptw.PROBLEM)}
+_PROBLEMS: dict[str, Problem] = {
+    p.name: p for p in (tsp.PROBLEM, cvrp.PROBLEM, cvrptw.PROBLEM, mtvrp.PROBLEM)
+}
 
 
 def available() -> list[str]:

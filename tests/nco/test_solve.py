@@ -196,7 +196,7 @@ def test_hybrid_never_worse_than_its_warm_start(tiny_models, backend):
     assert isinstance(hybrid, Solver) and isinstance(hybrid.neural, Solver)
     sol = hybrid.solve(inst, time_limit=1.0, seed=1)
     _check(sol, inst, "hybrid")
-    neural = S.NeuralSolver(tiny_models["cvrp"]).solve(inst)
+    neural = S.NeuralSolver(tiny_models["cvrp"], augment=1).solve(inst)  # the hybrid default
     assert sol.metadata["neural_cost"] == pytest.approx(neural.cost)
     assert sol.cost <= neural.cost
     assert sol.metadata["warm_start"] and sol.metadata["backend"] == backend

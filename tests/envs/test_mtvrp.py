@@ -1,0 +1,403 @@
+"""MTVRP: variants, generator, specs, feasible rollouts of all 16 variants, checker and cost on
+planted violations, masks against brute force, and an untrained POMO policy on a mixed batch."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.envs.utils import check_env_specs, step_mdp
+
+import nco.envs as E
+from nco.envs import mtvrp
+from nco.envs.mtvrp import (
+    TRAIN_VARIANTS,
+    VARIANT_NAMES,
+    VARIANTS,
+    MTVRPGenerator,
+    make_instances,
+    to_variant,
+)
+from nco.policies import build_policy
+from nco.policies.decoding import DecodeConfig
+from tests.envs.helpers import enumerate_sequences, random_rollout, route_partitions
+
+P = E.get_problem("mtvrp")
+
+
+def kinds(td: TensorDict, tour: list[int]) -> list[str]:
+    return sorted({v.kind for v in P.check(td, torch.tensor([tour]))[0]})
+
+
+def full_instances(num_loc: int, batch: int, seed: int, **kw) -> TensorDict:
+    """Instances with every attribute (OVRPBLTW), to derive any variant from."""
+    return MTVRPGenerator(num_loc, variants=("OVRPBLTW",), **kw)(batch, seed=seed)
+
+
+# ----------------------------------------------------------------------------- variants, registry
+def test_variant_table_and_registry():
+    assert len(VARIANT_NAMES) == 16 and len(set(VARIANTS.values())) == 16
+    assert set(itertools.product((False, True), repeat=4)) == {tuple(v) for v in VARIANTS.values()}
+    assert set(TRAIN_VARIANTS) <= set(VARIANT_NAMES)
+    assert VARIANTS["OVRPBLTW"] == (True, True, True, True) and VARIANTS["CVRP"] == (False,) * 4
+    assert VARIANTS["VRPLTW"] == mtvrp.Variant(
+        open_route=False, backhaul=False, distance_limit=True, time_windows=True
+    )
+    assert "mtvrp" in E.available() and P.name == "mtvrp" and P.has_depot
+    assert E.make("mtvrp", num_loc=7).generator.num_loc == 7
+    with pytest.raises(ValueError):
+        MTVRPGenerator(5, variants=("VRPX",))
+    with pytest.raises(ValueError):
+        MTVRPGenerator(5, variants=("CVRP", "OVRP"), variant_probs=(1.0,))
+
+
+def test_check_env_specs():
+    check_env_specs(E.make("mtvrp", num_loc=10, seed=0))
+
+
+# ----------------------------------------------------------------------------- generator
+def test_generator_is_deterministic_and_variant_independent():
+    g = MTVRPGenerator(12)
+    a, b = g(64, seed=5), g(64, seed=5)
+    assert all(torch.equal(a[k], b[k]) for k in a.keys())
+    assert not torch.equal(a["locs"], g(64, seed=6)["locs"])
+    # The data is drawn before the variant: same seed, same geometry for any variant set.
+    c = MTVRPGenerator(12, variants=("VRPTW",))(64, seed=5)
+    assert torch.equal(a["locs"], c["locs"])
+
+
+def test_generator_respects_variant_probabilities():
+    only = MTVRPGenerator(10, variants=("VRPTW",))(500, seed=0)
+    assert set(mtvrp.variant_names(only)) == {"VRPTW"}
+    g = MTVRPGenerator(10, variants=("CVRP", "VRPTW", "OVRP"), variant_probs=(0.0, 0.25, 0.75))
+    counts = Counter(mtvrp.variant_names(g(4000, seed=1)))
+    assert counts["CVRP"] == 0 and abs(counts["VRPTW"] / 4000 - 0.25) < 0.03
+    mixed = Counter(mtvrp.variant_names(MTVRPGenerator(10)(1600, seed=2)))
+    assert set(mixed) == set(VARIANT_NAMES) and min(mixed.values()) > 60
+    train = Counter(mtvrp.variant_names(MTVRPGenerator(10, variants=TRAIN_VARIANTS)(600, seed=3)))
+    assert set(train) == set(TRAIN_VARIANTS)
+
+
+def test_generator_follows_routefinder():
+    n = 50
+    td = full_instances(n, 256, seed=0)
+    lh, bh, cap = td["demand_linehaul"], td["demand_backhaul"], td["capacity"]
+    assert torch.all(cap == 40.0)
+    assert torch.all(lh[:, 0] == 0) and torch.all(bh[:, 0] == 0)
+    assert torch.all((lh[:, 1:] > 0) ^ (bh[:, 1:] > 0))  # each customer is one or the other
+    units = (lh + bh)[:, 1:] * 40.0
+    assert (
+        torch.allclose(units, units.round(), atol=1e-4)
+        and units.min() >= 1 - 1e-4
+        and units.max() <= 9 + 1e-4
+    )
+    assert abs((bh[:, 1:] > 0).float().mean().item() - 0.2) < 0.02
+    d0 = (td["locs"][:, 1:] - td["locs"][:, :1]).norm(dim=-1)
+    low = 2 * d0.max(1).values
+    lim = td["distance_limit"]
+    assert torch.all(lim >= low) and torch.all(lim <= torch.clamp(low + 1e-5, min=2.8))
+    tw, st = td["time_windows"], td["service_time"]
+    assert torch.all(tw[:, 0] == torch.tensor([0.0, 4.6]))
+    assert st[:, 1:].min() >= 0.15 and st[:, 1:].max() <= 0.18
+    assert torch.all(tw[:, 1:, 0] >= d0 - 1e-5) and torch.all(
+        tw[:, 1:, 1] + st[:, 1:] + d0 <= 4.6 + 1e-4
+    )
+    assert td["open_route"].all() and td["has_backhaul"].all() and td["has_time_windows"].all()
+    fixed = full_instances(10, 8, seed=0, distance_limit=3.0)
+    assert torch.all(fixed["distance_limit"] == 3.0)
+
+
+def test_switched_off_attributes_are_neutral():
+    full = full_instances(10, 4, seed=1)
+    cvrp_like = to_variant(full, "CVRP")
+    assert mtvrp.variant_names(cvrp_like) == ["CVRP"] * 4
+    assert not cvrp_like["open_route"].any() and torch.all(cvrp_like["demand_backhaul"] == 0)
+    torch.testing.assert_close(
+        cvrp_like["demand_linehaul"], full["demand_linehaul"] + full["demand_backhaul"]
+    )
+    assert torch.all(torch.isinf(cvrp_like["distance_limit"]))
+    assert torch.all(cvrp_like["time_windows"][..., 0] == 0) and torch.all(
+        torch.isinf(cvrp_like["time_windows"][..., 1])
+    )
+    assert torch.all(cvrp_like["service_time"] == 0)
+    # Generated variants without an attribute have neutral data for it.
+    td = MTVRPGenerator(10)(400, seed=4)
+    assert torch.all(td["demand_backhaul"][~td["has_backhaul"]] == 0)
+    assert torch.all(torch.isinf(td["distance_limit"][~td["has_distance_limit"]]))
+    assert torch.all(torch.isinf(td["time_windows"][~td["has_time_windows"]][..., 1]))
+    assert torch.all(td["service_time"][~td["has_time_windows"]] == 0)
+    # Attributes a variant needs cannot be invented.
+    with pytest.raises(ValueError):
+        to_variant(cvrp_like, "VRPTW")
+    assert mtvrp.variant_names(to_variant(cvrp_like, "OVRP")) == ["OVRP"] * 4
+
+
+# ----------------------------------------------------------------------------- env rollouts
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_random_rollouts_of_every_variant_are_feasible(variant):
+    env = E.make("mtvrp", num_loc=20, variants=(variant,))
+    data = env.generator(200, seed=11)
+    assert set(mtvrp.variant_names(data)) == {variant}
+    actions, ret = random_rollout(env, data)
+    violations = P.check(data, actions)
+    assert all(not v for v in violations), next(v for v in violations if v)[:3]
+    torch.testing.assert_close(ret, -P.cost(data, actions).double(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("variant", "relaxed", "kind"),
+    [
+        ("VRPB", "CVRP", "backhaul_order"),
+        ("VRPL", "CVRP", "distance_limit"),
+        ("VRPTW", "CVRP", "time_window"),
+        ("VRPBLTW", "VRPLTW", "backhaul_order"),
+        ("VRPLTW", "VRPTW", "distance_limit"),
+        ("VRPL", "OVRPL", "distance_limit"),
+    ],
+)
+def test_masks_enforce_what_the_relaxed_variant_breaks(variant, relaxed, kind):
+    """Random routes of the relaxed variant violate the attribute (so it binds and the checker
+    sees it), while the env of the full variant never produces such routes. (The depot's
+    closing time never binds on generated data: every window ends early enough to return, so
+    ``depot_return`` is tested on hand-made instances.)"""
+    data = to_variant(full_instances(20, 200, seed=2), variant)
+    loose = to_variant(data, relaxed)
+    env = E.make("mtvrp", num_loc=20)
+    actions, _ = random_rollout(env, loose)
+    assert all(not v for v in P.check(loose, actions))
+    found = Counter(v.kind for vs in P.check(data, actions) for v in vs)
+    assert found[kind] > 0, found
+    actions, _ = random_rollout(env, data)
+    assert all(not v for v in P.check(data, actions))
+
+
+# ----------------------------------------------------------------------------- planted violations
+def _hand(**kw) -> TensorDict:
+    """Depot (0, 0); 1 (0.3, 0) and 2 (0.3, 0.4) linehauls 5 and 6; 3 (0, 0.4) and 4 (0, 0.2)
+    backhauls 7 and 3; capacity 10."""
+    locs = torch.tensor([[[0.0, 0.0], [0.3, 0.0], [0.3, 0.4], [0.0, 0.4], [0.0, 0.2]]])
+    return make_instances(
+        locs,
+        torch.tensor([[0.0, 5.0, 6.0, 0.0, 0.0]]),
+        demand_backhaul=torch.tensor([[0.0, 0.0, 0.0, 7.0, 3.0]]),
+        capacity=10.0,
+        **kw,
+    )
+
+
+def _heavy() -> TensorDict:
+    td = _hand()
+    td["demand_backhaul"][0, 4] = 0.5
+    return td
+
+
+def test_checker_catches_capacity_and_backhaul_order():
+    td = _hand()
+    assert mtvrp.variant_names(td) == ["VRPB"]
+    assert kinds(td, [1, 0, 2, 3, 0, 4, 0]) == []
+    assert kinds(td, [1, 2, 0, 3, 0, 4, 0]) == ["capacity"]  # linehaul 11 > 10
+    assert kinds(td, [1, 0, 2, 0, 3, 4, 0]) == []  # backhaul 7 + 3 fits exactly
+    assert kinds(_heavy(), [1, 0, 2, 0, 3, 4, 0]) == ["capacity"]  # backhaul 7 + 5 > 10
+    assert kinds(td, [3, 2, 0, 1, 0, 4, 0]) == ["backhaul_order"]  # linehaul 2 after backhaul 3
+    assert kinds(td, [1, 0, 2, 3, 0]) == ["missing"]
+    assert kinds(td, [1, 0, 2, 3, 0, 4, 1, 0]) == ["backhaul_order", "duplicate"]
+
+
+def test_checker_catches_distance_limit_unless_the_route_is_open():
+    closed = _hand(distance_limit=1.0)
+    tour = [2, 3, 0, 1, 0, 4, 0]  # route [2, 3]: 0.5 + 0.3 + 0.4 = 1.2 closed, 0.8 open
+    assert kinds(closed, tour) == ["distance_limit"]
+    assert kinds(_hand(distance_limit=1.0, open_route=True), tour) == []
+    assert kinds(closed, [2, 0, 3, 0, 1, 0, 4, 0]) == []  # 2 and back is exactly 1.0
+
+
+def test_checker_catches_time_windows_and_depot_return():
+    tw = torch.tensor([[[0.0, 1.2], [0.0, 1.0], [0.0, 0.6], [0.0, 1.0], [0.0, 1.0]]])
+    st = torch.full((1, 5), 0.1)
+    st[0, 0] = 0.0
+    closed = _hand(time_windows=tw, service_time=st)
+    assert kinds(closed, [2, 0, 1, 0, 3, 0, 4, 0]) == []
+    # route [1, 2]: 2 reached at 0.8 > 0.6 (and back at 1.4 > 1.2; linehaul 11 > 10)
+    assert kinds(closed, [1, 2, 0, 3, 0, 4, 0]) == ["capacity", "depot_return", "time_window"]
+    # route [2, 3]: 2 at 0.5, 3 at 0.9, back at 1.4 > 1.2
+    assert kinds(closed, [2, 3, 0, 1, 0, 4, 0]) == ["depot_return"]
+    opened = _hand(time_windows=tw, service_time=st, open_route=True)
+    assert mtvrp.variant_names(opened) == ["OVRPBTW"]
+    assert kinds(opened, [2, 3, 0, 1, 0, 4, 0]) == []
+
+
+def test_cost_of_open_routes_skips_the_return_leg():
+    tour = torch.tensor([[2, 3, 0, 1, 0, 4, 0, 0, 0]])  # trailing depot padding is free
+    # closed: (0.5 + 0.3 + 0.4) + (0.3 + 0.3) + (0.2 + 0.2) = 2.2; open: 0.8 + 0.3 + 0.2 = 1.3
+    assert P.cost(_hand(), tour).item() == pytest.approx(2.2, abs=1e-6)
+    assert P.cost(_hand(open_route=True), tour).item() == pytest.approx(1.3, abs=1e-6)
+    both = torch.cat([_hand(), _hand(open_route=True)])
+    torch.testing.assert_close(P.cost(both, tour.expand(2, -1)), torch.tensor([2.2, 1.3]))
+    # The env's rewards agree, the free return leg included.
+    env = E.make("mtvrp", num_loc=4)
+    state, total = env.reset(both), torch.zeros(2)
+    for a in tour[0]:
+        state["action"] = a.expand(2)
+        state = env.step(state)
+        total += state["next", "reward"].squeeze(-1)
+        state = step_mdp(state)
+    assert state["done"].all()
+    torch.testing.assert_close(-total, torch.tensor([2.2, 1.3]))
+
+
+def test_env_masks_each_attribute():
+    env = E.make("mtvrp", num_loc=4)
+
+    def after(td, *actions):
+        state = env.reset(td)
+        for a in actions:
+            state["action"] = torch.tensor([a])
+            state = env.step(state)["next"]
+        return state["action_mask"][0].tolist()
+
+    # backhauls: after backhaul 3 only backhaul 4 (and the depot) remain; both capacities
+    assert after(_hand(), 3) == [True, False, False, False, True]
+    assert after(_hand(), 1) == [True, False, False, True, True]  # 2 would carry 11 > 10
+    assert after(_heavy(), 1, 3) == [True, False, False, False, False]  # 4: backhaul 12 > 10
+    # distance limit 1.0: after 2 (0.5), 3 needs 0.3 + 0.4 back; open routes need no way back
+    assert after(_hand(distance_limit=1.0), 2) == [True, False, False, False, False]
+    assert after(_hand(distance_limit=1.0, open_route=True), 2) == [True, False, False, True, True]
+    # time windows: depot closes at 0.75: 2 (back at 1.1) and 3 (0.9) only when open
+    tw = torch.tensor([[[0.0, 0.75], [0.0, 9.0], [0.0, 9.0], [0.0, 9.0], [0.0, 9.0]]])
+    st = torch.tensor([[0.0, 0.1, 0.1, 0.1, 0.1]])
+    assert after(_hand(time_windows=tw, service_time=st)) == [False, True, False, False, True]
+    assert after(_hand(time_windows=tw, service_time=st, open_route=True)) == [
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
+
+
+# ----------------------------------------------------------------------------- masks vs brute force
+def _brute_force(td: TensorDict, n: int) -> float:
+    f = lambda k: td[k][0].double().numpy()  # noqa: E731
+    locs = f("locs")
+    dist = np.sqrt(((locs[:, None] - locs[None]) ** 2).sum(-1))
+    lim, opened = float(td["distance_limit"][0]), bool(td["open_route"][0])
+    best = np.inf
+    for routes in route_partitions(n):
+        if mtvrp.check_core(
+            dist,
+            f("demand_linehaul"),
+            f("demand_backhaul"),
+            1.0,
+            f("time_windows"),
+            f("service_time"),
+            lim,
+            opened,
+            routes,
+        ):
+            continue
+        length = sum(
+            dist[0, r[0]]
+            + sum(dist[a, b] for a, b in zip(r, r[1:]))
+            + (0.0 if opened else dist[r[-1], 0])
+            for r in routes
+        )
+        best = min(best, length)
+    return best
+
+
+@pytest.mark.parametrize(
+    ("variant", "seed"), [("VRPBLTW", 0), ("OVRPBLTW", 1), ("VRPBL", 2), ("OVRPB", 3)]
+)
+def test_masks_reach_brute_force_optimum(variant, seed):
+    n = 6
+    data = MTVRPGenerator(n, variants=(variant,), capacity=15, backhaul_ratio=0.4)(1, seed=seed)
+    seqs, ret = enumerate_sequences(E.make("mtvrp", num_loc=n), data, 2 * n + 1)
+    rows = data.expand(len(seqs))
+    assert all(not v for v in P.check(rows, seqs))
+    torch.testing.assert_close(ret, -P.cost(rows, seqs).double(), rtol=1e-5, atol=1e-5)
+    assert (-ret).min().item() == pytest.approx(_brute_force(data, n), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- policy interface
+def test_features_shapes():
+    td = MTVRPGenerator(5)(3, seed=0)
+    state = E.make("mtvrp", num_loc=5).reset(td)
+    feats = P.node_features(td)
+    assert feats.shape == (3, 6, len(mtvrp.NODE_FEATURES)) and torch.isfinite(feats).all()
+    assert torch.all(feats[:, 1:, 7:12] == 0) and torch.all(
+        feats[..., -1] == torch.tensor([1.0, 0, 0, 0, 0, 0])
+    )
+    sf = P.state_features(state)
+    assert sf.shape == (3, 5) and torch.isfinite(sf).all() and sf.min() >= 0 and sf.max() <= 1
+
+
+def _all_variants(num_loc: int, per_variant: int, seed: int) -> TensorDict:
+    full = full_instances(num_loc, per_variant, seed=seed)
+    return torch.cat([to_variant(full, v) for v in VARIANT_NAMES])
+
+
+def test_untrained_pomo_rolls_out_a_mixed_batch_feasibly():
+    torch.manual_seed(0)
+    n = 10
+    td = _all_variants(n, 2, seed=5)
+    assert Counter(mtvrp.variant_names(td)) == dict.fromkeys(VARIANT_NAMES, 2)
+    env = E.make("mtvrp", num_loc=n)
+    policy = build_policy("pomo", P).eval()
+    with torch.no_grad():
+        out = policy(td, env, DecodeConfig(strategy="multistart_greedy"))
+    b, m, t = out.actions.shape
+    assert (b, m) == (32, n)
+    rows = td[torch.arange(b).repeat_interleave(m)]
+    flat = out.actions.reshape(b * m, t)
+    violations = P.check(rows, flat)
+    assert all(not v for v in violations), next(v for v in violations if v)[:3]
+    cost = P.cost(rows, flat)
+    torch.testing.assert_close(-out.reward.reshape(-1), cost)
+    # the env's own step rewards add up to the same cost
+    state, total = env.reset(rows.clone()), torch.zeros(b * m)
+    for step in range(t):
+        state["action"] = flat[:, step]
+        state = env.step(state)
+        total += state["next", "reward"].squeeze(-1)
+        state = step_mdp(state)
+    assert state["done"].all()
+    torch.testing.assert_close(-total, cost, rtol=1e-5, atol=1e-5)
+
+
+def _first_logits(policy, td: TensorDict) -> torch.Tensor:
+    env = E.make("mtvrp", num_loc=td["locs"].shape[1] - 1)
+    emb, _ = policy.encoder(P.node_features(td))
+    state = env.reset(td)
+    b = td.batch_size[0]
+    logits, _ = policy.decoder(
+        policy.decoder.precompute(emb),
+        state["current_node"].view(b, 1),
+        None,
+        P.state_features(state).view(b, 1, -1),
+        state["action_mask"].view(b, 1, -1),
+    )
+    return logits[:, 0]
+
+
+def test_policy_output_depends_on_every_attribute():
+    torch.manual_seed(1)
+    policy = build_policy("pomo", P).eval()
+    td = _all_variants(8, 1, seed=7)  # the same instance as each of the 16 variants
+    with torch.no_grad():
+        emb, _ = policy.encoder(P.node_features(td))
+        logits = _first_logits(policy, td)
+    for i, j in itertools.combinations(range(16), 2):
+        assert (emb[i] - emb[j]).abs().max() > 1e-4, (VARIANT_NAMES[i], VARIANT_NAMES[j])
+        assert (logits[i] - logits[j]).abs().max() > 1e-5, (VARIANT_NAMES[i], VARIANT_NAMES[j])
+    # flipping a flag alone (same data) changes the output too: no flag is ignored
+    base = td[:1]
+    with torch.no_grad():
+        ref = _first_logits(policy, base)
+        for key in ("open_route", "has_backhaul", "has_distance_limit", "has_time_windows"):
+            flipped = base.clone()
+            flipped[key] = ~flipped[key]
+            assert (_first_logits(policy, flipped) - ref).abs().max() > 1e-5, key
