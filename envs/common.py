@@ -299,6 +299,15 @@ class Problem:
     num_starts: Callable[[TensorDict], int]
     start_nodes: Callable[[TensorDict, int], torch.Tensor]
     instance_keys: tuple[str, ...]
+    #: False for tensor-only problems whose attributes :class:`Instance` (and so VRPLIB files and
+    #: the classical solvers) cannot represent yet.
+    file_io: bool = True
+
+    def _require_file_io(self) -> None:
+        if not self.file_io:
+            raise NotImplementedError(
+                f"{self.name} instances are tensor-only (Instance cannot represent them yet)"
+            )
 
     def generator(self, **params: Any) -> Any:
         """The problem's seeded generator configured with ``params`` (e.g. ``num_loc=50``)."""
@@ -310,12 +319,14 @@ class Problem:
 
     def from_instance(self, instance: Instance, *, device: str | torch.device = "cpu") -> TensorDict:
         """Normalised tensors (batch [1]) for an instance of this problem."""
+        self._require_file_io()
         if instance.problem != self.name:
             raise InstanceError(instance.source or instance.name, "problem", f"expected a {self.name} instance, got {instance.problem}")
         return instance.to_tensordict(device=device)
 
     def to_instance(self, td: TensorDict, *, name: str = "generated") -> Instance:
         """One tensor instance back to an :class:`Instance`."""
+        self._require_file_io()
         return td_to_instance(td, self.name, name=name)
 
     def tours_to_routes(self, tour: Sequence[int]) -> list[list[int]]:

@@ -127,6 +127,10 @@ def generate_instances(
         raise BenchmarkError(
             f"unknown problem {problem!r}; expected one of {', '.join(E.available())}"
         )
+    if not E.get_problem(problem).file_io:
+        raise BenchmarkError(
+            f"problem {problem!r} is tensor-only: no instance files or classical solvers yet"
+        )
     if size < 2 or num < 1:
         raise BenchmarkError(f"expected --size >= 2 and --num >= 1, got {size} and {num}")
     out = Path(out_dir)

@@ -89,6 +89,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError("--seed must be a non-negative integer")
     problem = get_problem(args.problem)
+    if not problem.file_io:
+        raise ValueError(
+            f"--problem {problem.name}: tensor-only problem, no instance files can be written yet"
+        )
     try:
         gen = problem.generator(num_loc=args.size, distribution=args.distribution)
     except ValueError as err:

@@ -328,7 +328,7 @@ class NeuralSolver:
         raises :class:`ModelNotFoundError` when no checkpoint is shipped for it)."""
         if self._fixed is not None:
             return problem == self._fixed[1]["problem"]
-        return problem in available()
+        return problem in available() and get_problem(problem).file_io
 
     # ------------------------------------------------------------------ model per instance
     def _model(self, instance: Instance) -> tuple[str, AttentionPolicy, dict[str, Any]]:
