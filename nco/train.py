@@ -126,6 +126,8 @@ class TrainConfig:
     val_size, val_seed, val_data, val_reference, val_batch_size : validation set (generated from
         ``val_seed`` unless ``val_data`` names an ``nco generate`` ``.pt`` file), optional reference
         costs for ``val/gap`` (CSV file or comma-separated numbers), decoding batch size.
+    variants : multi-variant problems (``mtvrp``): the variants mixed uniformly in training and
+        validation batches (None = the generator's default).
     seed : seeds the model initialisation and every training batch.
     init_from : checkpoint (path, run directory or shipped name) whose policy weights start this
         run instead of a random initialisation (fine-tuning, e.g. CVRP100 from CVRP50); it must be
@@ -170,6 +172,7 @@ class TrainConfig:
     val_data: str | None = None
     val_reference: str | None = None
     val_batch_size: int = 500
+    variants: tuple[str, ...] | None = None
     seed: int = 1234
     init_from: str | None = None
     max_time: float | None = None
@@ -188,6 +191,12 @@ class TrainConfig:
         object.__setattr__(self, "lr_milestones", tuple(float(x) for x in self.lr_milestones))
         object.__setattr__(self, "precision", str(self.precision))
         object.__setattr__(self, "policy", dict(self.policy or {}))
+        if isinstance(self.variants, str):
+            object.__setattr__(
+                self, "variants", tuple(v.strip() for v in self.variants.split(",") if v.strip())
+            )
+        elif self.variants is not None:
+            object.__setattr__(self, "variants", tuple(self.variants))
         choices = {
             "problem": available(),
             "distribution": DISTRIBUTIONS,
@@ -400,8 +409,22 @@ def load_validation_set(config: TrainConfig) -> TensorDict:
                 f"--val-data {config.val_data}: holds {name} instances, but --problem is {problem.name}"
             )
         return td
-    gen = problem.generator(num_loc=config.size, distribution=config.distribution)
-    return gen(config.val_size, seed=config.val_seed)
+    return make_generator(config)(config.val_size, seed=config.val_seed)
+
+
+def make_generator(config: TrainConfig) -> Any:
+    """The run's instance generator (size, distribution, and the variant mix when given)."""
+    params: dict[str, Any] = {"num_loc": config.size, "distribution": config.distribution}
+    if config.variants:
+        params["variants"] = list(config.variants)
+    try:
+        return get_problem(config.problem).generator(**params)
+    except TypeError as err:
+        if config.variants and "variants" in str(err):
+            raise ValueError(
+                f"variants: problem {config.problem!r} has no variants (use --problem mtvrp)"
+            ) from err
+        raise
 
 
 def load_reference(spec: str | None, count: int) -> Tensor | None:
@@ -678,32 +701,59 @@ def make_baseline(config: TrainConfig, policy: AttentionPolicy, problem: Problem
 class RewardScaler(nn.Module):
     """Divides advantages by a running scale (RouteFinder-style reward normalisation).
 
-    ``std``: sqrt of an EMA of mean(adv^2); ``mean_abs``: EMA of mean(|adv|). One instance per run
-    (a run trains one problem), kept in buffers so checkpoints carry it.
+    ``std``: sqrt of an EMA of mean(adv^2); ``mean_abs``: EMA of mean(|adv|). The statistic is
+    kept per group (the ``variant`` of multi-variant instances, RouteFinder's multi-task reward
+    normalisation: a VRPTW's costs and advantages live on another scale than an OVRP's), in
+    buffers so checkpoints carry it. Without groups every instance is in group 0.
     """
+
+    #: capacity of the per-group statistics (variant indices must be below it)
+    MAX_GROUPS = 64
 
     def __init__(self, mode: str, decay: float) -> None:
         super().__init__()
         if mode not in REWARD_NORMS:
             raise ValueError(f"reward_norm must be one of {REWARD_NORMS}, got {mode!r}")
         self.mode, self.decay = mode, decay
-        self.register_buffer("stat", torch.zeros(()))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("stat", torch.zeros(self.MAX_GROUPS))
+        self.register_buffer("initialized", torch.zeros(self.MAX_GROUPS, dtype=torch.bool))
 
-    def forward(self, adv: Tensor) -> Tensor:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        for name in ("stat", "initialized"):
+            key = prefix + name
+            if key in state_dict and state_dict[key].dim() == 0:
+                # checkpoints written before per-group statistics held one scalar: group 0
+                full = torch.zeros_like(getattr(self, name))
+                full[0] = state_dict[key]
+                state_dict[key] = full
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def forward(self, adv: Tensor, groups: Tensor | None = None) -> Tensor:
+        """Scaled advantages [B, M]; ``groups`` [B] int (None: one group)."""
         if self.mode == "none":
             return adv
-        a = adv.detach().float()
-        batch = a.pow(2).mean() if self.mode == "std" else a.abs().mean()
+        a = adv.detach().float().reshape(adv.shape[0], -1)
+        per_inst = a.pow(2).mean(1) if self.mode == "std" else a.abs().mean(1)
+        g = (
+            torch.zeros(a.shape[0], dtype=torch.long, device=a.device)
+            if groups is None
+            else groups.reshape(-1).long()
+        )
+        if int(g.max()) >= self.MAX_GROUPS or int(g.min()) < 0:
+            raise ValueError(f"reward groups must be in [0, {self.MAX_GROUPS}), got {g.tolist()}")
         if self.training:
-            self.stat.copy_(
-                torch.where(
-                    self.initialized, self.decay * self.stat + (1 - self.decay) * batch, batch
-                )
+            count = torch.bincount(g, minlength=self.MAX_GROUPS).to(a.dtype)
+            total = torch.zeros(self.MAX_GROUPS, device=a.device).index_add_(0, g, per_inst)
+            seen = count > 0
+            batch = total / count.clamp_min(1.0)
+            ema = torch.where(
+                self.initialized, self.decay * self.stat + (1 - self.decay) * batch, batch
             )
-            self.initialized.fill_(True)
-        scale = self.stat.sqrt() if self.mode == "std" else self.stat
-        return adv / (scale + 1e-8)
+            self.stat.copy_(torch.where(seen, ema, self.stat))
+            self.initialized.logical_or_(seen)
+        stat = self.stat[g]
+        scale = stat.sqrt() if self.mode == "std" else stat
+        return adv / (scale.view(-1, *([1] * (adv.dim() - 1))) + 1e-8)
 
 
 # ============================================================================= the module
@@ -768,7 +818,7 @@ class REINFORCEModule(L.LightningModule):
         self.save_hyperparameters(
             checkpoint_info(pcfg, cfg), ignore=["config", "val_data", "val_reference"]
         )
-        self._generator = self.problem.generator(num_loc=cfg.size, distribution=cfg.distribution)
+        self._generator = make_generator(cfg)
         self._envs: dict[str, EnvBase] = {}
         self.val_data = val_data if val_data is not None else load_validation_set(cfg)
         if val_reference is not None and len(val_reference) != self.val_data.batch_size[0]:
@@ -834,7 +884,9 @@ class REINFORCEModule(L.LightningModule):
             ),
         )
         reward = out.reward.float()
-        advantage = self.reward_scaler(reward - self.baseline.value(td, reward, env))
+        advantage = self.reward_scaler(
+            reward - self.baseline.value(td, reward, env), td.get("variant", None)
+        )
         loss = -(advantage.detach() * out.log_likelihood).mean()
         logs = {
             "train/reward": reward.mean().detach(),

@@ -100,6 +100,12 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ),
     ("--max-time", "max_time", float, "wall-clock limit in seconds"),
     (
+        "--variants",
+        "variants",
+        str,
+        "multi-variant problems: comma-separated variants to mix, e.g. CVRP,OVRP,VRPB,VRPL,VRPTW,OVRPTW",
+    ),
+    (
         "--init-from",
         "init_from",
         str,

@@ -115,7 +115,35 @@ def test_reward_scaler_normalises_and_keeps_state():
     adv = torch.tensor([[2.0, -2.0], [2.0, -2.0]])
     assert torch.allclose(sc(adv), adv / 2)
     state = sc.state_dict()
-    assert set(state) == {"stat", "initialized"} and bool(state["initialized"])
+    assert set(state) == {"stat", "initialized"} and bool(state["initialized"][0])
+
+
+def test_reward_scaler_keeps_one_scale_per_variant():
+    """Multi-variant normalisation: each group is divided by its own running scale."""
+    sc = RewardScaler("std", 0.0)
+    adv = torch.tensor([[2.0, -2.0], [10.0, -10.0], [4.0, -4.0]])
+    out = sc(adv, torch.tensor([0, 1, 0]))
+    # group 0: sqrt(mean(4, 16)) = sqrt(10); group 1: 10
+    assert torch.allclose(out[1], torch.tensor([1.0, -1.0]))
+    assert torch.allclose(out[0], adv[0] / math.sqrt(10.0))
+    # a batch without group 1 leaves its statistic alone
+    sc(torch.tensor([[1.0, -1.0]]), torch.tensor([0]))
+    assert sc.stat[1] == 100.0 and sc.stat[0] == 1.0
+    # checkpoints from before the groups (one scalar) load as group 0
+    old = RewardScaler("std", 0.5)
+    old.load_state_dict({"stat": torch.tensor(9.0), "initialized": torch.tensor(True)})
+    assert old.stat[0] == 9.0 and bool(old.initialized[0]) and not bool(old.initialized[1])
+
+
+def test_variants_reach_the_generator_and_are_refused_without_variants():
+    cfg = _tiny_config(problem="mtvrp", size=8, preset="pomo", variants="CVRP, VRPTW")
+    assert cfg.variants == ("CVRP", "VRPTW")
+    names = load_validation_set(cfg)["variant"].unique().tolist()
+    from nco.envs.mtvrp import VARIANT_NAMES
+
+    assert {VARIANT_NAMES[i] for i in names} == {"CVRP", "VRPTW"}
+    with pytest.raises(ValueError, match="has no variants"):
+        load_validation_set(_tiny_config(variants=("CVRP",)))
 
 
 def test_config_resolution_and_validation():
