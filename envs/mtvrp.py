@@ -72,7 +72,8 @@ follows Liu et al. 2024 / MVMoE, Zhou et al. 2024):
 
 Not done yet: :class:`~nco.envs.instance.Instance` cannot represent O, B or L, so MTVRP is
 tensor-only (no VRPLIB files, no ``to_instance``/``from_instance``; :func:`check_routes`
-raises) and has no OR-Tools / PyVRP mapping.
+raises). The classical references solve the tensors directly: :mod:`nco.baselines.mtvrp`
+(PyVRP and OR-Tools, every attribute mapped).
 """
 
 from __future__ import annotations
