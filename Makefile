@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine with only Python 3.11:
-#   make demo   create .venv, install nco, run the main job on a shipped instance
+#   make demo   create .venv, install nco, solve a shipped instance (hybrid: shipped network + PyVRP), plot it
 #   make test   create .venv, install nco with test extras, run lint and the test suite
 #
 # torch is installed first from TORCH_SPEC so that the CPU wheel (torch==2.13.0 on this
@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nco solve data/instances/X-n101-k25.vrp --solver pyvrp --time-limit 2 --out X-n101-k25.pyvrp.sol
-	$(BIN)/nco evaluate data/instances/X-n101-k25.vrp X-n101-k25.pyvrp.sol
+	$(BIN)/nco solve data/instances/X-n101-k25.vrp --solver hybrid --time-limit 2 --out X-n101-k25.hybrid.sol --plot X-n101-k25.png
+	$(BIN)/nco evaluate data/instances/X-n101-k25.vrp X-n101-k25.hybrid.sol
 
 test: $(STAMP)
 	$(BIN)/ruff check .
