@@ -406,3 +406,26 @@ def test_shipped_checkpoints_beat_nearest_neighbour():
         nn = np.mean([Solution.from_routes(i, _nearest_neighbour(i)).cost for i in insts])
         neural = np.mean([s.cost for s in sols])
         assert neural <= 0.95 * nn, f"{path.name}: mean {neural:.4g} vs nearest neighbour {nn:.4g}"
+
+
+SHIPPED_INSTANCES = sorted(
+    p.name
+    for p in (ROOT / "data" / "instances").iterdir()
+    if p.suffix in (".vrp", ".tsp", ".txt") and p.name != "README.txt"
+)
+
+
+@pytest.mark.parametrize("solver", ["neural", "hybrid", "ortools", "hgs", "pyvrp"])
+@pytest.mark.parametrize("name", SHIPPED_INSTANCES)
+def test_every_solver_on_every_shipped_instance_with_shipped_weights(name, solver):
+    """The user's first call: nco.solve on a shipped file, shipped weights picked by problem/size."""
+    inst = _load(name)
+    shipped = {m.problem for m in models()}
+    if solver in ("neural", "hybrid") and inst.problem not in shipped:
+        pytest.skip(f"no {inst.problem} checkpoint shipped in data/checkpoints")
+    if not get_solver(solver).supports(inst.problem):
+        with pytest.raises(ValueError, match="support"):
+            solve(inst, solver=solver, time_limit=0.5)
+        return
+    sol = solve(inst, solver=solver, time_limit=None if solver == "neural" else 1.0)
+    _check(sol, inst, solver)
