@@ -84,20 +84,33 @@ class CVRPTWGenerator:
         g = rng if rng is not None else make_rng(seed, device)
         base = CVRPGenerator(self.num_loc, self.distribution, self.capacity, self.min_demand, self.max_demand)
         td = base(b, rng=g, device=device)
-        n = self.num_loc
-        service = 0.15 + 0.03 * torch.rand(b, n, generator=g, device=device)
-        length = 0.18 + 0.02 * torch.rand(b, n, generator=g, device=device)
         locs = td["locs"]
         d0 = (locs[:, 1:] - locs[:, :1]).norm(p=2, dim=-1).clamp_min(1e-6)
-        h = (self.max_time - service - length) / d0 - 1.0
-        start = (1.0 + (h - 1.0) * torch.rand(b, n, generator=g, device=device)) * d0
-        zeros = torch.zeros(b, 1, device=device)
-        tw = torch.stack(
-            [torch.cat([zeros, start], 1), torch.cat([zeros + self.max_time, start + length], 1)], -1
-        )
-        td["time_windows"] = tw
-        td["service_time"] = torch.cat([zeros, service], 1)
+        td["time_windows"], td["service_time"] = sample_time_windows(d0, self.max_time, g)
         return td
+
+
+def sample_time_windows(
+    d0: torch.Tensor, max_time: float, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Time windows [B, N+1, 2] and service times [B, N+1] of Liu et al. (2024), depot row first.
+
+    ``d0`` [B, N]: customer distances to the depot. Service ~ U[0.15, 0.18], window length
+    ~ U[0.18, 0.2], start uniform between d0 and the latest start that still allows the return
+    before ``max_time``; the depot window is [0, max_time]. Draws service, length, start from
+    ``g`` in that order.
+    """
+    b, n = d0.shape
+    dev = d0.device
+    service = 0.15 + 0.03 * torch.rand(b, n, generator=g, device=dev)
+    length = 0.18 + 0.02 * torch.rand(b, n, generator=g, device=dev)
+    h = (max_time - service - length) / d0.clamp_min(1e-6) - 1.0
+    start = (1.0 + (h - 1.0) * torch.rand(b, n, generator=g, device=dev)) * d0
+    zeros = torch.zeros(b, 1, device=dev)
+    tw = torch.stack(
+        [torch.cat([zeros, start], 1), torch.cat([zeros + max_time, start + length], 1)], -1
+    )
+    return tw, torch.cat([zeros, service], 1)
 
 
 def cvrptw_mask(td: TensorDict, used: torch.Tensor, visited: torch.Tensor, current: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
@@ -106,7 +119,7 @@ def cvrptw_mask(td: TensorDict, used: torch.Tensor, visited: torch.Tensor, curre
     tw = td["time_windows"]
     travel = distance_rows(td, current)
     start = torch.maximum(time[:, None] + travel, tw[..., 0])
-    back = start + td["service_time"] + _to_depot(td)
+    back = start + td["service_time"] + depot_distances(td)
     in_time = (start <= tw[..., 1]) & (back <= tw[:, :1, 1])
     fits = td["demand"] <= (1.0 - used)[:, None] + CAP_TOL
     cust = fits & ~visited & in_time
@@ -115,11 +128,11 @@ def cvrptw_mask(td: TensorDict, used: torch.Tensor, visited: torch.Tensor, curre
     return cust
 
 
-def _to_depot(td: TensorDict) -> torch.Tensor:
+def depot_distances(td: TensorDict) -> torch.Tensor:
     """Distance of every node to the depot, [B, N]."""
-    zeros = torch.zeros(td["locs"].shape[0], dtype=torch.int64, device=td["locs"].device)
     if "distance" in td.keys():
         return td["distance"][..., 0]
+    zeros = torch.zeros(td["locs"].shape[0], dtype=torch.int64, device=td["locs"].device)
     return distance_rows(td, zeros)
 
 

@@ -108,6 +108,7 @@ from nco.envs.common import (
     standard_capacity,
 )
 from nco.envs.cvrp import CAP_TOL
+from nco.envs.cvrptw import depot_distances, sample_time_windows
 from nco.envs.instance import Instance, Violation
 
 
@@ -435,15 +436,8 @@ class MTVRPGenerator:
         zero = torch.zeros(b, 1, device=device)
         lh = torch.cat([zero, torch.where(is_bh, 0.0, amount)], 1)
         bh = torch.cat([zero, torch.where(is_bh, amount, 0.0)], 1)
-        # Time windows (Liu et al. 2024; as CVRPTWGenerator)
-        service = 0.15 + 0.03 * torch.rand(b, n, generator=g, device=device)
-        length = 0.18 + 0.02 * torch.rand(b, n, generator=g, device=device)
         d0 = (locs[:, 1:] - locs[:, :1]).norm(p=2, dim=-1)
-        h = (self.max_time - service - length) / d0.clamp_min(1e-6) - 1.0
-        start = (1.0 + (h - 1.0) * torch.rand(b, n, generator=g, device=device)) * d0
-        tw = torch.stack(
-            [torch.cat([zero, start], 1), torch.cat([zero + self.max_time, start + length], 1)], -1
-        )
+        tw, service_time = sample_time_windows(d0, self.max_time, g)
         # Distance limit (RouteFinder): U[2 max d0, max(2.8, 2 max d0)], or fixed.
         low = 2.0 * d0.max(1).values + 1e-6
         if self.distance_limit is None:
@@ -464,7 +458,7 @@ class MTVRPGenerator:
                 "open_route": torch.ones(b, dtype=torch.bool, device=device),
                 "distance_limit": limit,
                 "time_windows": tw,
-                "service_time": torch.cat([zero, service], 1),
+                "service_time": service_time,
             },
             batch_size=[b],
             device=device,
@@ -473,14 +467,6 @@ class MTVRPGenerator:
 
 
 # ----------------------------------------------------------------------------- environment
-def _to_depot(td: TensorDict) -> torch.Tensor:
-    """Distance of every node to the depot, [B, N]."""
-    if "distance" in td.keys():
-        return td["distance"][..., 0]
-    zeros = torch.zeros(td["locs"].shape[0], dtype=torch.int64, device=td["locs"].device)
-    return distance_rows(td, zeros)
-
-
 def mtvrp_mask(
     td: TensorDict,
     used_lh: torch.Tensor,
@@ -500,7 +486,7 @@ def mtvrp_mask(
     customer is left it is the padding action.
     """
     travel = distance_rows(td, current)
-    back = _to_depot(td)
+    back = depot_distances(td)
     closed = ~td["open_route"][:, None]
     tw = td["time_windows"]
     start = torch.maximum(time[:, None] + travel, tw[..., 0])
