@@ -1232,13 +1232,15 @@ def train(
         raise FileNotFoundError(f"{last}: no checkpoint to resume from")
     if not resume and last.is_file() and _is_rank_zero():
         raise ValueError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+    # Build everything that can reject the input (validation data, --init-from) before the run
+    # directory is written, so bad input leaves no partial run behind.
+    val = load_validation_set(cfg)
+    ref = load_reference(cfg.val_reference, val.batch_size[0])
+    module = REINFORCEModule(cfg, val_data=val, val_reference=ref)
     if _is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)
         with (run_dir / "config.yaml").open("w") as fh:
             yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-    val = load_validation_set(cfg)
-    ref = load_reference(cfg.val_reference, val.batch_size[0])
-    module = REINFORCEModule(cfg, val_data=val, val_reference=ref)
     stopper = _GracefulStop(last, stop_after_steps=stop_after_steps)
     every = ModelCheckpoint(
         dirpath=ckpt_dir,
