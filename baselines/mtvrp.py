@@ -1,4 +1,4 @@
-"""PyVRP and OR-Tools on MTVRP tensors (the 16 ``[O]VRP[B][L][TW]`` variants of
+"""PyVRP and OR-Tools on MTVRP tensors (all 48 ``[MD][O]VRP[B|MB][L][TW]`` variants of
 :mod:`nco.envs.mtvrp`).
 
 :class:`~nco.envs.Instance` cannot hold open routes, backhauls or distance limits, so this
@@ -37,6 +37,12 @@ PyVRP (>= 0.14) mapping
   instances also get a vehicle ``max_distance`` below ``big`` (the distance limit when L is on,
   otherwise twice the longest possible legal route), so a route using a forbidden arc is
   infeasible to PyVRP (``Solution.is_feasible()`` is False) as well as to our checker.
+* M (mixed backhauls): ONE load dimension with linehauls as ``delivery`` and backhauls as
+  ``pickup``: PyVRP's vehicle leaves with all the route's deliveries and its load (deliveries
+  not yet made + pickups made) must fit everywhere along the route, which is exactly M; no
+  arc is forbidden.
+* MD: one ``Depot`` per depot node and one vehicle type per depot (``start_depot`` =
+  ``end_depot``, with that depot's window); clients are the nodes after the depots.
 * L: the vehicle type's ``max_distance`` (same integer matrix as the cost).
 * O: every arc INTO the depot has distance and duration 0: the return leg is free, does not
   count towards ``max_distance`` (PyVRP's route distance then equals our open route length)
@@ -54,6 +60,12 @@ OR-Tools (``pywrapcp``) mapping
   backhaul), capacity = vehicle capacity.
 * B precedence: the arcs backhaul -> linehaul are removed from the ``NextVar`` domains (a
   hard constraint, exact by the argument above; backhaul-only routes stay allowed).
+* M: dimensions ``Pickup`` (backhauls, start 0) and ``Load`` (transit backhaul - linehaul,
+  start free in [0, capacity], every cumul in [0, capacity]) with ``Load`` at the route's end
+  = ``Pickup`` at its end, which pins the start load to the route's linehaul total: the load
+  on board fits at every point. No arc is removed.
+* MD: ``RoutingIndexManager`` with per-vehicle start = end depot, as many vehicles per depot
+  as customers.
 * L: a ``Distance`` dimension over the same matrix with capacity = the limit (open: the
   return leg has transit 0 and does not count).
 * TW: a ``Time`` dimension, transit i -> j = service at i + travel i -> j, slack = waiting,
@@ -121,7 +133,7 @@ class MTVRPResult:
     ----------
     solver : ``"pyvrp"`` or ``"ortools"``.
     variant : the instance's variant name (``[O]VRP[B][L][TW]``).
-    routes : routes of customer node ids (depot 0 excluded).
+    routes : routes of customer node ids (depots excluded).
     cost : :func:`nco.envs.mtvrp.cost` of the routes (float, instance units).
     violations : :func:`nco.envs.mtvrp.check`'s violations (empty = feasible).
     runtime : wall time of the call in seconds.
@@ -138,6 +150,8 @@ class MTVRPResult:
     runtime: float
     solver_feasible: bool
     metadata: dict[str, Any] = field(default_factory=dict)
+    depots: list[int] = field(default_factory=list)
+    """Start (= end) depot of each route; empty means depot 0 for all (one depot)."""
 
     @property
     def feasible(self) -> bool:
@@ -145,13 +159,22 @@ class MTVRPResult:
         return not self.violations
 
 
-def routes_to_tour(routes: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Routes -> action sequence [1, T] (routes separated by the depot, 0 at the end)."""
+def routes_to_tour(
+    routes: Sequence[Sequence[int]], depots: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Routes -> action sequence [1, T]: each route ends at its depot; a route from another
+    depot than the one the vehicle sequence is at is preceded by that depot (a switch, as in
+    the env; the sequence starts at depot 0)."""
     seq: list[int] = []
-    for r in routes:
+    at = 0
+    for k, r in enumerate(routes):
         if len(r):
+            d = int(depots[k]) if depots else 0
+            if d != at:
+                seq.append(d)
             seq.extend(int(v) for v in r)
-            seq.append(0)
+            seq.append(d)
+            at = d
     return torch.tensor([seq or [0]], dtype=torch.int64)
 
 
@@ -163,15 +186,17 @@ class MTVRPIntegers:
     Attributes
     ----------
     scale : distance/time factor (integer = ceil(value * scale)).
-    arc : [N, N] int64 arc lengths = travel times; column 0 is 0 for open routes.
-    linehaul, backhaul : [N] int64 loads (0 at the depot).
+    arc : [N, N] int64 arc lengths = travel times; depot columns are 0 for open routes.
+    linehaul, backhaul : [N] int64 loads (0 at the depots).
     capacity : int vehicle capacity.
     is_backhaul : [N] bool, customers with a positive backhaul demand.
     open_route : the return leg is free.
+    num_depots : nodes ``0..num_depots-1`` are depots (MD when more than one).
+    mixed_backhaul : M: linehauls and backhauls in any order, load on board within capacity.
     max_distance : integer distance limit, None without L.
-    time_windows : [N, 2] int64 windows (row 0: the depot; its end is the loose horizon for
-        open routes), None without TW.
-    service : [N] int64 service times (0 at the depot), None without TW.
+    time_windows : [N, 2] int64 windows (depot rows: their end is the loose horizon for open
+        routes), None without TW.
+    service : [N] int64 service times (0 at the depots), None without TW.
     horizon : a loose bound on every cumulated time of any route (for open windows).
     """
 
@@ -186,10 +211,16 @@ class MTVRPIntegers:
     time_windows: np.ndarray | None
     service: np.ndarray | None
     horizon: int
+    num_depots: int = 1
+    mixed_backhaul: bool = False
 
     @property
     def num_nodes(self) -> int:
         return int(self.arc.shape[0])
+
+    @property
+    def customers(self) -> range:
+        return range(self.num_depots, self.num_nodes)
 
     @property
     def has_backhaul(self) -> bool:
@@ -197,9 +228,12 @@ class MTVRPIntegers:
 
     def forbidden_arcs(self) -> list[tuple[int, int]]:
         """Arcs backhaul -> linehaul (every non-backhaul customer counts as a linehaul, as in
-        the checker); using none of them is exactly the linehaul-before-backhaul rule."""
+        the checker); using none of them is exactly the linehaul-before-backhaul rule. None
+        with mixed backhauls."""
+        if self.mixed_backhaul:
+            return []
         bh = np.flatnonzero(self.is_backhaul)
-        lh = [j for j in range(1, self.num_nodes) if not self.is_backhaul[j]]
+        lh = [j for j in self.customers if not self.is_backhaul[j]]
         return [(int(i), int(j)) for i in bh for j in lh]
 
 
@@ -231,12 +265,13 @@ def integer_mtvrp(td: TensorDict) -> MTVRPIntegers:
     n = dist.shape[0]
     arr = {k: td[k][0].double().numpy() for k in ("demand_linehaul", "demand_backhaul")}
     opened = bool(td["open_route"][0])
+    k = int(td["num_depots"][0])
     dmax = float(dist.max()) or 1.0
     scale = ORTOOLS_SCALE / dmax
     arc = _up(dist, scale)
     np.fill_diagonal(arc, 0)
     if opened:
-        arc[:, 0] = 0
+        arc[:, :k] = 0
     # loads: integers when demand * capacity is integral (generated data), else scaled
     cap = float(td["capacity"][0])
     lh_f, bh_f = arr["demand_linehaul"], arr["demand_backhaul"]
@@ -252,15 +287,15 @@ def integer_mtvrp(td: TensorDict) -> MTVRPIntegers:
     else:
         linehaul, backhaul = _up(lh_f, _LOAD_SCALE), _up(bh_f, _LOAD_SCALE)
         capacity = int(math.floor((1.0 + 0.5 * CAP_TOL) * _LOAD_SCALE))
-    linehaul[0] = backhaul[0] = 0
+    linehaul[:k] = backhaul[:k] = 0
     limit = float(td["distance_limit"][0])
     max_distance = _down_tol(limit, scale) if math.isfinite(limit) else None
     # time windows (data-driven: any finite window end or positive service time)
     tw_f = td["time_windows"][0].double().numpy()
     st_f = td["service_time"][0].double().numpy()
-    has_tw = bool(np.isfinite(tw_f[:, 1]).any() or (st_f[1:] > 0).any() or (tw_f[:, 0] > 0).any())
+    has_tw = bool(np.isfinite(tw_f[:, 1]).any() or (st_f[k:] > 0).any() or (tw_f[:, 0] > 0).any())
     service = _up(st_f, scale)
-    service[0] = 0  # the checker leaves the depot at its window start without service
+    service[:k] = 0  # the checker leaves a depot at its window start without service
     early = _up(tw_f[:, 0], scale)
     finite_late = tw_f[np.isfinite(tw_f[:, 1]), 1]
     top = int(max(int(early.max()), _up(finite_late.max(), scale) if finite_late.size else 0))
@@ -273,7 +308,7 @@ def integer_mtvrp(td: TensorDict) -> MTVRPIntegers:
         )
         late = np.minimum(late, horizon)
         if opened:
-            late[0] = horizon  # late returns are allowed
+            late[:k] = horizon  # late returns are allowed
         tws = np.stack([early, late], 1)
         service_out = service
     return MTVRPIntegers(
@@ -288,6 +323,8 @@ def integer_mtvrp(td: TensorDict) -> MTVRPIntegers:
         time_windows=tws,
         service=service_out,
         horizon=horizon,
+        num_depots=k,
+        mixed_backhaul=bool(td["has_mixed_backhaul"][0]),
     )
 
 
@@ -296,7 +333,8 @@ def build_pyvrp_data(data: MTVRPIntegers, locs: np.ndarray) -> tuple[Any, dict[s
     """PyVRP ``ProblemData`` of one instance (see the module docstring) and its metadata."""
     pyvrp = require("pyvrp", "pyvrp", "pyvrp")
     n = data.num_nodes
-    num_vehicles = max(n - 1, 1)
+    k = data.num_depots
+    num_vehicles = max(n - k, 1)
     distance = data.arc.copy()
     max_distance = data.max_distance
     forbidden = data.forbidden_arcs()
@@ -308,17 +346,20 @@ def build_pyvrp_data(data: MTVRPIntegers, locs: np.ndarray) -> tuple[Any, dict[s
         rows, cols = zip(*forbidden, strict=True)
         distance[list(rows), list(cols)] = big
         max_distance = guard
-    two_dims = data.has_backhaul
+    two_dims = data.has_backhaul and not data.mixed_backhaul
     load_factor = max(1, round(float(data.arc.max()) / (_LOAD_BALANCE * max(data.capacity, 1))))
     clients = []
-    for i in range(1, n):
+    for i in data.customers:
         if two_dims:
             load = {
                 "delivery": [int(data.linehaul[i]) * load_factor, 0],
                 "pickup": [0, int(data.backhaul[i]) * load_factor],
             }
-        else:
-            load = {"delivery": [int(data.linehaul[i]) * load_factor]}
+        else:  # C, or M: deliveries and pickups share the load on board
+            load = {
+                "delivery": [int(data.linehaul[i]) * load_factor],
+                "pickup": [int(data.backhaul[i]) * load_factor],
+            }
         kw: dict[str, Any] = {}
         if data.time_windows is not None:
             assert data.service is not None
@@ -329,21 +370,26 @@ def build_pyvrp_data(data: MTVRPIntegers, locs: np.ndarray) -> tuple[Any, dict[s
             }
         clients.append(pyvrp.Client(location=i, **load, **kw))
     capacity = [data.capacity * load_factor] * (2 if two_dims else 1)
-    vkw: dict[str, Any] = {"num_available": num_vehicles, "capacity": capacity}
-    if max_distance is not None:
-        vkw["max_distance"] = int(max_distance)
-    if data.time_windows is not None:
-        open_, close = int(data.time_windows[0, 0]), int(data.time_windows[0, 1])
-        depot = pyvrp.Depot(location=0, tw_early=open_, tw_late=close)
-        vkw.update(tw_early=open_, tw_late=close)
-        durations = data.arc
-    else:
-        depot = pyvrp.Depot(location=0)
-        durations = np.zeros_like(data.arc)
+    depots, vehicle_types = [], []
+    for d in range(k):
+        vkw: dict[str, Any] = {
+            "num_available": num_vehicles,
+            "capacity": capacity,
+            "start_depot": d,
+            "end_depot": d,
+        }
+        if max_distance is not None:
+            vkw["max_distance"] = int(max_distance)
+        if data.time_windows is not None:
+            open_, close = int(data.time_windows[d, 0]), int(data.time_windows[d, 1])
+            depots.append(pyvrp.Depot(location=d, tw_early=open_, tw_late=close))
+            vkw.update(tw_early=open_, tw_late=close)
+        else:
+            depots.append(pyvrp.Depot(location=d))
+        vehicle_types.append(pyvrp.VehicleType(**vkw))
+    durations = data.arc if data.time_windows is not None else np.zeros_like(data.arc)
     locations = [pyvrp.Location(float(x), float(y)) for x, y in locs]
-    problem = pyvrp.ProblemData(
-        locations, clients, [depot], [pyvrp.VehicleType(**vkw)], [distance], [durations]
-    )
+    problem = pyvrp.ProblemData(locations, clients, depots, vehicle_types, [distance], [durations])
     return problem, {
         "vehicles": num_vehicles,
         "load_factor": load_factor,
@@ -355,7 +401,7 @@ def build_pyvrp_data(data: MTVRPIntegers, locs: np.ndarray) -> tuple[Any, dict[s
 
 def _solve_pyvrp(
     data: MTVRPIntegers, locs: np.ndarray, time_limit: float, seed: int, t0: float
-) -> tuple[list[list[int]], bool, dict[str, Any]]:
+) -> tuple[list[list[int]], list[int], bool, dict[str, Any]]:
     pyvrp = require("pyvrp", "pyvrp", "pyvrp")
     stop = require("pyvrp", "pyvrp.stop", "pyvrp")
     problem, meta = build_pyvrp_data(data, locs)
@@ -364,14 +410,15 @@ def _solve_pyvrp(
         problem, stop.MaxRuntime(remaining), seed=int(seed), collect_stats=False, display=False
     )
     best = result.best
-    routes = []
+    routes, depots = [], []
     for route in best.routes():
-        # client c is PyVRP location c + 1 = our node c + 1
-        nodes = [act.idx + 1 for act in route if act.is_client()]
+        # client c is PyVRP location num_depots + c = our node num_depots + c
+        nodes = [act.idx + data.num_depots for act in route if act.is_client()]
         if nodes:
             routes.append(nodes)
+            depots.append(int(route.start_depot()))
     meta.update(iterations=int(result.num_iterations), objective_int=int(best.distance()))
-    return routes, bool(best.is_feasible()), meta
+    return routes, depots, bool(best.is_feasible()), meta
 
 
 # ----------------------------------------------------------------------------- OR-Tools
@@ -383,14 +430,22 @@ class ORToolsModel:
     routing: Any
     num_vehicles: int
     metadata: dict[str, Any]
+    depot_of: list[int] = field(default_factory=list)
+    """Depot of each vehicle."""
 
 
 def build_ortools_model(data: MTVRPIntegers) -> ORToolsModel:
     """The routing model (arc costs, dimensions, precedence, disjunctions), not yet closed."""
     pywrapcp = require("ortools", "ortools.constraint_solver.pywrapcp", "ortools")
     n = data.num_nodes
-    num_vehicles = max(n - 1, 1)
-    manager = pywrapcp.RoutingIndexManager(n, num_vehicles, 0)
+    k = data.num_depots
+    per_depot = max(n - k, 1)
+    num_vehicles = per_depot * k
+    depot_of = [v // per_depot for v in range(num_vehicles)]
+    if k == 1:
+        manager = pywrapcp.RoutingIndexManager(n, num_vehicles, 0)
+    else:
+        manager = pywrapcp.RoutingIndexManager(n, num_vehicles, depot_of, depot_of)
     routing = pywrapcp.RoutingModel(manager)
     arc = routing.RegisterTransitMatrix(data.arc.tolist())
     routing.SetArcCostEvaluatorOfAllVehicles(arc)
@@ -403,6 +458,15 @@ def build_ortools_model(data: MTVRPIntegers) -> ORToolsModel:
         routing.AddDimensionWithVehicleCapacity(bh, 0, caps, True, "Backhaul")
         for i, j in forbidden:
             routing.NextVar(manager.NodeToIndex(i)).RemoveValue(manager.NodeToIndex(j))
+    if data.has_backhaul and data.mixed_backhaul:
+        # load on board: starts free, pinned to the route's linehaul total by its end value
+        net = routing.RegisterUnaryTransitVector((data.backhaul - data.linehaul).tolist())
+        routing.AddDimensionWithVehicleCapacity(net, 0, caps, False, "Load")
+        load = routing.GetDimensionOrDie("Load")
+        picked = routing.GetDimensionOrDie("Backhaul")
+        solver = routing.solver()
+        for v in range(num_vehicles):
+            solver.Add(load.CumulVar(routing.End(v)) == picked.CumulVar(routing.End(v)))
     if data.max_distance is not None:
         routing.AddDimension(arc, 0, int(data.max_distance), True, "Distance")
     if data.time_windows is not None:
@@ -412,16 +476,17 @@ def build_ortools_model(data: MTVRPIntegers) -> ORToolsModel:
         tcb = routing.RegisterTransitMatrix(transit.tolist())
         routing.AddDimension(tcb, data.horizon, data.horizon, False, "Time")
         tdim = routing.GetDimensionOrDie("Time")
-        for node in range(1, n):
+        for node in data.customers:
             tdim.CumulVar(manager.NodeToIndex(node)).SetRange(int(tw[node, 0]), int(tw[node, 1]))
         for v in range(num_vehicles):
-            tdim.CumulVar(routing.Start(v)).SetRange(int(tw[0, 0]), int(tw[0, 1]))
-            tdim.CumulVar(routing.End(v)).SetRange(int(tw[0, 0]), int(tw[0, 1]))
+            d = depot_of[v]
+            tdim.CumulVar(routing.Start(v)).SetRange(int(tw[d, 0]), int(tw[d, 1]))
+            tdim.CumulVar(routing.End(v)).SetRange(int(tw[d, 0]), int(tw[d, 1]))
     penalty = int(data.arc.max()) * 2 * n + 1
-    for node in range(1, n):
+    for node in data.customers:
         routing.AddDisjunction([manager.NodeToIndex(node)], penalty)
     meta = {"vehicles": num_vehicles, "forbidden_arcs": len(forbidden)}
-    return ORToolsModel(manager, routing, num_vehicles, meta)
+    return ORToolsModel(manager, routing, num_vehicles, meta, depot_of)
 
 
 def _search_params(time_limit: float) -> Any:
@@ -437,7 +502,7 @@ def _search_params(time_limit: float) -> Any:
 
 def _solve_ortools(
     data: MTVRPIntegers, time_limit: float, t0: float
-) -> tuple[list[list[int]], bool, dict[str, Any]]:
+) -> tuple[list[list[int]], list[int], bool, dict[str, Any]]:
     model = build_ortools_model(data)
     routing, manager = model.routing, model.manager
     remaining = max(time_limit - (time.perf_counter() - t0), 0.01)
@@ -445,8 +510,9 @@ def _solve_ortools(
     meta = dict(model.metadata)
     if result is None:
         meta["status"] = int(routing.status())
-        return [], False, meta
+        return [], [], False, meta
     routes: list[list[int]] = []
+    depots: list[int] = []
     for v in range(model.num_vehicles):
         index = result.Value(routing.NextVar(routing.Start(v)))
         route = []
@@ -455,31 +521,48 @@ def _solve_ortools(
             index = result.Value(routing.NextVar(index))
         if route:
             routes.append(route)
+            depots.append(model.depot_of[v])
     served = sum(len(r) for r in routes)
-    n = data.num_nodes
-    meta.update(objective_int=int(result.ObjectiveValue()), dropped=n - 1 - served)
-    return routes, served == n - 1, meta
+    customers = len(data.customers)
+    meta.update(objective_int=int(result.ObjectiveValue()), dropped=customers - served)
+    return routes, depots, served == customers, meta
 
 
 # ----------------------------------------------------------------------------- model verdicts
-def solver_accepts(td: TensorDict, routes: Sequence[Sequence[int]], solver: str) -> bool:
+def solver_accepts(
+    td: TensorDict,
+    routes: Sequence[Sequence[int]],
+    solver: str,
+    depots: Sequence[int] | None = None,
+) -> bool:
     """Whether the solver's MODEL of instance ``td`` (batch [1] or []) accepts the plan
-    ``routes`` (customer node ids; every customer exactly once): PyVRP's
-    ``Solution.is_feasible()``, or OR-Tools restoring the routes as a feasible assignment.
-    Used to test the mapping against :func:`nco.envs.mtvrp.check`."""
+    ``routes`` (customer node ids; every customer exactly once; ``depots``: each route's
+    depot, default 0): PyVRP's ``Solution.is_feasible()``, or OR-Tools restoring the routes as
+    a feasible assignment. Used to test the mapping against :func:`nco.envs.mtvrp.check`."""
     one = _one(td).cpu()
     data = integer_mtvrp(one)
-    plan = [[int(v) for v in r] for r in routes if len(r)]
-    if sorted(v for r in plan for v in r) != list(range(1, data.num_nodes)):
+    keep = [i for i, r in enumerate(routes) if len(r)]
+    plan = [[int(v) for v in routes[i]] for i in keep]
+    homes = [int(depots[i]) if depots else 0 for i in keep]
+    if sorted(v for r in plan for v in r) != list(data.customers):
         raise ValueError("solver_accepts needs a plan that visits every customer exactly once")
+    if any(not 0 <= d < data.num_depots for d in homes):
+        raise ValueError(f"route depots must be in 0..{data.num_depots - 1}, got {homes}")
+    k = data.num_depots
     if solver == "pyvrp":
         pyvrp = require("pyvrp", "pyvrp", "pyvrp")
         problem, _ = build_pyvrp_data(data, one["locs"][0].double().numpy())
-        return bool(pyvrp.Solution(problem, [[v - 1 for v in r] for r in plan]).is_feasible())
+        pv = [pyvrp.Route(problem, [v - k for v in r], d) for r, d in zip(plan, homes, strict=True)]
+        return bool(pyvrp.Solution(problem, pv).is_feasible())
     if solver == "ortools":
         model = build_ortools_model(data)
         model.routing.CloseModelWithParameters(_search_params(1.0))
-        padded = plan + [[] for _ in range(model.num_vehicles - len(plan))]
+        padded: list[list[int]] = [[] for _ in range(model.num_vehicles)]
+        free = list(range(model.num_vehicles))
+        for r, d in zip(plan, homes, strict=True):
+            v = next(v for v in free if model.depot_of[v] == d)
+            free.remove(v)
+            padded[v] = r
         return model.routing.ReadAssignmentFromRoutes(padded, True) is not None
     raise ValueError(f"unknown MTVRP solver {solver!r}; expected one of {MTVRP_SOLVERS}")
 
@@ -512,10 +595,10 @@ def solve_mtvrp(
     data = integer_mtvrp(one)
     if solver == "pyvrp":
         locs = one["locs"][0].double().numpy()
-        routes, ok, meta = _solve_pyvrp(data, locs, time_limit, seed, t0)
+        routes, depots, ok, meta = _solve_pyvrp(data, locs, time_limit, seed, t0)
     else:
-        routes, ok, meta = _solve_ortools(data, time_limit, t0)
-    tour = routes_to_tour(routes)
+        routes, depots, ok, meta = _solve_ortools(data, time_limit, t0)
+    tour = routes_to_tour(routes, depots)
     meta.update(scale=data.scale, seed=int(seed), time_limit=float(time_limit))
     return MTVRPResult(
         solver=solver,
@@ -526,6 +609,7 @@ def solve_mtvrp(
         runtime=time.perf_counter() - t0,
         solver_feasible=ok,
         metadata=meta,
+        depots=depots,
     )
 
 

@@ -89,7 +89,6 @@ from tensordict import TensorDict
 from torchrl.data import Bounded, Categorical, Unbounded
 from torchrl.envs import EnvBase
 
-from nco.envs import cvrp
 from nco.envs.common import (
     DISTRIBUTIONS,
     Problem,
@@ -104,31 +103,38 @@ from nco.envs.common import (
     reset_input,
     sample_coords,
     set_random_action,
-    split_routes,
     standard_capacity,
 )
 from nco.envs.cvrp import CAP_TOL
-from nco.envs.cvrptw import depot_distances, sample_time_windows
+from nco.envs.cvrptw import sample_time_windows
 from nco.envs.instance import Instance, Violation
 
 
 class Variant(NamedTuple):
-    """Attribute flags of one variant (capacity is always on)."""
+    """Attribute flags of one variant (capacity is always on).
+
+    ``mixed_backhaul`` (M) relaxes B's order (it implies ``backhaul``); ``multi_depot`` (MD)
+    lets routes start from any of several depots. Both default to off, so the 16 core variants
+    are 4-tuples padded with two False.
+    """
 
     open_route: bool
     backhaul: bool
     distance_limit: bool
     time_windows: bool
+    mixed_backhaul: bool = False
+    multi_depot: bool = False
 
     @property
     def name(self) -> str:
-        """``[O]VRP[B][L][TW]``, or ``CVRP`` without attributes."""
+        """``[MD][O]VRP[B|MB][L][TW]``; ``CVRP`` without attributes."""
         if not any(self):
             return "CVRP"
         return (
-            ("O" if self.open_route else "")
+            ("MD" if self.multi_depot else "")
+            + ("O" if self.open_route else "")
             + "VRP"
-            + ("B" if self.backhaul else "")
+            + (("MB" if self.mixed_backhaul else "B") if self.backhaul else "")
             + ("L" if self.distance_limit else "")
             + ("TW" if self.time_windows else "")
         )
@@ -138,18 +144,22 @@ def _parse(name: str) -> Variant:
     n = name.upper()
     if n == "CVRP":
         return Variant(False, False, False, False)
-    o = n.startswith("O")
-    rest = n[1:] if o else n
+    md = n.startswith("MD")
+    rest = n[2:] if md else n
+    o = rest.startswith("O")
+    rest = rest[1:] if o else rest
     if not rest.startswith("VRP"):
-        raise ValueError(f"unknown variant {name!r}")
+        raise ValueError(f"unknown variant {name!r}; expected [MD][O]VRP[B|MB][L][TW] or CVRP")
     rest = rest[3:]
+    mixed = rest.startswith("MB")
+    rest = rest[1:] if mixed else rest
     flags = []
     for tag in ("B", "L", "TW"):
         flags.append(rest.startswith(tag))
         rest = rest[len(tag) :] if flags[-1] else rest
-    if rest or (not o and not any(flags)):
-        raise ValueError(f"unknown variant {name!r}; expected [O]VRP[B][L][TW] or CVRP")
-    return Variant(o, *flags)
+    if rest or (not (o or md) and not any(flags)):
+        raise ValueError(f"unknown variant {name!r}; expected [MD][O]VRP[B|MB][L][TW] or CVRP")
+    return Variant(o, flags[0], flags[1], flags[2], mixed, md)
 
 
 #: The 16 variants in RouteFinder's order; a variant's index in this tuple is its ``variant`` id.
@@ -157,18 +167,33 @@ VARIANT_NAMES: tuple[str, ...] = (
     "CVRP", "OVRP", "VRPB", "VRPL", "VRPTW", "OVRPTW", "OVRPB", "OVRPL",
     "VRPBL", "VRPBTW", "VRPLTW", "OVRPBL", "OVRPBTW", "OVRPLTW", "VRPBLTW", "OVRPBLTW",
 )  # fmt: skip
-#: name -> attribute flags
-VARIANTS: dict[str, Variant] = {n: _parse(n) for n in VARIANT_NAMES}
+#: The 32 extended variants (RouteFinder's later set): mixed backhauls (M, instead of B's
+#: linehauls-first order) and multi-depot (MD), ids 16..47 after the 16 core variants.
+_MIXED = tuple(
+    Variant(o, True, lim, tw, mixed_backhaul=True).name
+    for o in (False, True)
+    for lim in (False, True)
+    for tw in (False, True)
+)
+EXTENDED_VARIANT_NAMES: tuple[str, ...] = _MIXED + tuple(
+    _parse(n)._replace(multi_depot=True).name for n in (*VARIANT_NAMES, *_MIXED)
+)
+#: Every variant id's name: the 16 core variants first, then the extended ones.
+ALL_VARIANT_NAMES: tuple[str, ...] = VARIANT_NAMES + EXTENDED_VARIANT_NAMES
+#: name -> attribute flags, all 48 variants
+VARIANTS: dict[str, Variant] = {n: _parse(n) for n in ALL_VARIANT_NAMES}
 #: The six training variants of MVMoE (Zhou et al. 2024); the other ten are its zero-shot set.
 TRAIN_VARIANTS: tuple[str, ...] = ("CVRP", "OVRP", "VRPB", "VRPL", "VRPTW", "OVRPTW")
 
-assert all(v.name == n for n, v in VARIANTS.items()) and len(set(VARIANTS.values())) == 16
+assert all(v.name == n for n, v in VARIANTS.items()) and len(set(VARIANTS.values())) == 48
 
-#: [16, 4] bool flags (O, B, L, TW) per variant id.
-_FLAGS = torch.tensor([list(VARIANTS[n]) for n in VARIANT_NAMES], dtype=torch.bool)
-#: variant id per flag combination, indexed [O, B, L, TW]
-_IDS = torch.zeros(2, 2, 2, 2, dtype=torch.int64)
-for _i, _n in enumerate(VARIANT_NAMES):
+#: Number of attribute flags: O, B, L, TW, M, MD.
+NUM_FLAGS = 6
+#: [48, 6] bool flags (O, B, L, TW, M, MD) per variant id.
+_FLAGS = torch.tensor([list(VARIANTS[n]) for n in ALL_VARIANT_NAMES], dtype=torch.bool)
+#: variant id per flag combination, indexed [O, B, L, TW, M, MD]; -1 where M lacks B
+_IDS = torch.full((2,) * NUM_FLAGS, -1, dtype=torch.int64)
+for _i, _n in enumerate(ALL_VARIANT_NAMES):
     _IDS[tuple(int(f) for f in VARIANTS[_n])] = _i
 
 #: Slack of the env's masks on times and route lengths (float32 rounding; generated data keeps
@@ -190,6 +215,9 @@ INSTANCE_KEYS = (
     "has_backhaul",
     "has_distance_limit",
     "has_time_windows",
+    "has_mixed_backhaul",
+    "has_multi_depot",
+    "num_depots",
     "variant",
 )
 
@@ -198,33 +226,64 @@ def variant_index(name: str) -> int:
     """The ``variant`` id of a variant name (case-insensitive)."""
     key = name.upper()
     if key not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; expected one of {', '.join(VARIANT_NAMES)}")
-    return VARIANT_NAMES.index(key)
+        raise ValueError(
+            f"unknown variant {name!r}; expected one of {', '.join(ALL_VARIANT_NAMES)}"
+        )
+    return ALL_VARIANT_NAMES.index(key)
 
 
-def variant_ids(
-    open_route: torch.Tensor, backhaul: torch.Tensor, limit: torch.Tensor, tw: torch.Tensor
-) -> torch.Tensor:
-    """Variant ids [B] of flag tensors [B] (bool)."""
-    ids = _IDS.to(open_route.device)
-    return ids[open_route.long(), backhaul.long(), limit.long(), tw.long()]
+def variant_ids(flags: torch.Tensor) -> torch.Tensor:
+    """Variant ids [B] of flag tensors [B, 6] (bool: O, B, L, TW, M, MD); ValueError for M
+    without B."""
+    ids = _IDS.to(flags.device)[tuple(f.long() for f in flags.unbind(-1))]
+    if bool((ids < 0).any()):
+        raise ValueError("mixed backhauls (M) need backhaul data (B) in every instance")
+    return ids
+
+
+def instance_flags(td: TensorDict) -> torch.Tensor:
+    """The attribute flags [B, 6] (O, B, L, TW, M, MD) of instance tensors."""
+    return torch.stack(
+        [
+            td["open_route"],
+            td["has_backhaul"],
+            td["has_distance_limit"],
+            td["has_time_windows"],
+            td["has_mixed_backhaul"],
+            td["has_multi_depot"],
+        ],
+        -1,
+    )
 
 
 def variant_names(td: TensorDict) -> list[str]:
     """Variant name of each instance of a batch [B]."""
-    return [VARIANT_NAMES[int(i)] for i in td["variant"].reshape(-1)]
+    return [ALL_VARIANT_NAMES[int(i)] for i in td["variant"].reshape(-1)]
 
 
 # ----------------------------------------------------------------------------- instances
 def neutralise(td: TensorDict, flags: torch.Tensor) -> TensorDict:
-    """Switch off the attributes not in ``flags`` [B, 4] (O, B, L, TW) -> a new TensorDict.
+    """Switch off the attributes not in ``flags`` [B, 6] (O, B, L, TW, M, MD) -> a new
+    TensorDict.
 
-    O is set from the flag; without B backhauls become linehauls of the same amount; without L
-    the limit is +inf; without TW every window is [0, +inf) and service times are 0. The flag
-    and ``variant`` tensors are written from ``flags``.
+    O and M are set from their flags; without B backhauls become linehauls of the same amount
+    (and M is off); without L the limit is +inf; without TW every window is [0, +inf) and
+    service times are 0; without MD every depot slot is a copy of depot 0 (same location and
+    window), which is one depot in effect. The flag and ``variant`` tensors are written from
+    ``flags``.
     """
     out = td.clone()
-    o, b, lim, tw = flags.unbind(-1)
+    if flags.shape[-1] == 4:
+        flags = torch.cat([flags, torch.zeros_like(flags[..., :2])], -1)
+    o, b, lim, tw, mixed, md = flags.unbind(-1)
+    mixed = mixed & b
+    k = int(out["num_depots"].max()) if out["num_depots"].numel() else 1
+    if k > 1:
+        copy = ~md[:, None]
+        for key in ("locs", "time_windows"):
+            x = out[key]
+            first = x[:, :1].expand_as(x[:, :k])
+            out[key] = torch.cat([torch.where(copy[..., None], first, x[:, :k]), x[:, k:]], 1)
     lh, bh = out["demand_linehaul"], out["demand_backhaul"]
     out["demand_linehaul"] = torch.where(b[:, None], lh, lh + bh)
     out["demand_backhaul"] = torch.where(b[:, None], bh, torch.zeros_like(bh))
@@ -241,7 +300,10 @@ def neutralise(td: TensorDict, flags: torch.Tensor) -> TensorDict:
     out["has_backhaul"] = b.clone()
     out["has_distance_limit"] = lim.clone()
     out["has_time_windows"] = tw.clone()
-    out["variant"] = variant_ids(o, b, lim, tw)
+    out["has_mixed_backhaul"] = mixed.clone()
+    out["has_multi_depot"] = md.clone() & (out["num_depots"] > 1)
+    flags = torch.stack([o, b, lim, tw, mixed, out["has_multi_depot"]], -1)
+    out["variant"] = variant_ids(flags)
     return out
 
 
@@ -251,17 +313,20 @@ def to_variant(td: TensorDict, name: str) -> TensorDict:
     present in ``td``; ValueError otherwise (their data cannot be invented)."""
     want = VARIANTS.get(name.upper())
     if want is None:
-        raise ValueError(f"unknown variant {name!r}; expected one of {', '.join(VARIANT_NAMES)}")
+        raise ValueError(
+            f"unknown variant {name!r}; expected one of {', '.join(ALL_VARIANT_NAMES)}"
+        )
     for flag, key in (
         (want.backhaul, "has_backhaul"),
         (want.distance_limit, "has_distance_limit"),
         (want.time_windows, "has_time_windows"),
+        (want.multi_depot, "has_multi_depot"),
     ):
         if flag and not bool(td[key].all()):
             raise ValueError(f"cannot make {name}: some instances lack {key[4:]} data")
     b = td.batch_size[0]
-    flags = torch.tensor(list(want), dtype=torch.bool, device=td["locs"].device).expand(b, 4)
-    return neutralise(td, flags)
+    flags = torch.tensor(list(want), dtype=torch.bool, device=td["locs"].device)
+    return neutralise(td, flags.expand(b, NUM_FLAGS))
 
 
 def make_instances(
@@ -274,13 +339,19 @@ def make_instances(
     distance_limit: float | torch.Tensor | None = None,
     time_windows: torch.Tensor | None = None,
     service_time: torch.Tensor | None = None,
+    mixed_backhaul: bool | torch.Tensor = False,
+    num_depots: int = 1,
 ) -> TensorDict:
     """MTVRP tensors from arrays: demands in capacity units (divided by ``capacity`` here),
     absent attributes neutral, flags and ``variant`` derived from what is given.
 
-    Shapes: ``locs`` [B, N, 2]; demands [B, N] (0 at the depot); ``time_windows`` [B, N, 2];
-    ``service_time`` [B, N]; scalars or [B] tensors for the rest.
+    Shapes: ``locs`` [B, N, 2], the first ``num_depots`` rows the depots (MD when more than
+    one); demands [B, N] (0 at the depots); ``time_windows`` [B, N, 2]; ``service_time``
+    [B, N]; scalars or [B] tensors for the rest. ``mixed_backhaul`` (M) needs
+    ``demand_backhaul``.
     """
+    if not 1 <= num_depots < locs.shape[1]:
+        raise ValueError(f"num_depots must be in 1..{locs.shape[1] - 1}, got {num_depots}")
     b, n = locs.shape[:2]
     dev = locs.device
     f32 = dict(dtype=torch.float32, device=dev)
@@ -304,6 +375,8 @@ def make_instances(
         tw = torch.as_tensor(time_windows, **f32)
     st = torch.zeros(b, n, **f32) if service_time is None else torch.as_tensor(service_time, **f32)
     o = torch.as_tensor(open_route, dtype=torch.bool, device=dev).expand(b).clone()
+    mixed = torch.as_tensor(mixed_backhaul, dtype=torch.bool, device=dev).expand(b).clone()
+    md = torch.full((b,), num_depots > 1, device=dev)
     return TensorDict(
         {
             "locs": torch.as_tensor(locs, **f32),
@@ -317,7 +390,10 @@ def make_instances(
             "has_backhaul": has_b,
             "has_distance_limit": has_l,
             "has_time_windows": has_tw,
-            "variant": variant_ids(o, has_b, has_l, has_tw),
+            "has_mixed_backhaul": mixed,
+            "has_multi_depot": md,
+            "num_depots": torch.full((b,), num_depots, dtype=torch.int64, device=dev),
+            "variant": variant_ids(torch.stack([o, has_b, has_l, has_tw, mixed, md], -1)),
         },
         batch_size=[b],
         device=dev,
@@ -342,6 +418,9 @@ class MTVRPGenerator:
     max_distance_limit : upper end of RouteFinder's sampled distance limit.
     distance_limit : a fixed limit for every L instance instead (MVMoE: 3.0); must be at least
         2 sqrt 2 so that every customer of the unit square is reachable.
+    num_depots : depots of MD instances (RouteFinder: 3). A batch has this many depot slots
+        when ``variants`` includes an MD variant (single-depot instances then repeat their
+        depot in every slot), else one.
 
     See the module docstring for the distributions.
     """
@@ -357,6 +436,7 @@ class MTVRPGenerator:
     max_time: float = 4.6
     max_distance_limit: float = 2.8
     distance_limit: float | None = None
+    num_depots: int = 3
 
     def __post_init__(self) -> None:
         if self.num_loc < 1:
@@ -384,7 +464,11 @@ class MTVRPGenerator:
         names = (self.variants,) if isinstance(self.variants, str) else tuple(self.variants)
         if not names:
             raise ValueError("variants must name at least one variant")
-        object.__setattr__(self, "variants", tuple(VARIANT_NAMES[variant_index(v)] for v in names))
+        object.__setattr__(
+            self, "variants", tuple(ALL_VARIANT_NAMES[variant_index(v)] for v in names)
+        )
+        if self.num_depots < 1:
+            raise ValueError(f"num_depots must be >= 1, got {self.num_depots}")
         if self.variant_probs is not None:
             probs = tuple(float(p) for p in self.variant_probs)
             if len(probs) != len(self.variants):
@@ -403,6 +487,12 @@ class MTVRPGenerator:
         return (
             float(self.capacity) if self.capacity is not None else standard_capacity(self.num_loc)
         )
+
+    @property
+    def depot_slots(self) -> int:
+        """Depot rows per instance: ``num_depots`` if an MD variant can be drawn, else 1."""
+        md = any(VARIANTS[v].multi_depot for v in self.variants)
+        return self.num_depots if md else 1
 
     @property
     def probabilities(self) -> tuple[float, ...]:
@@ -449,6 +539,17 @@ class MTVRPGenerator:
         probs = torch.tensor(self.probabilities, dtype=torch.float32, device=device)
         pick = torch.multinomial(probs, b, replacement=True, generator=g)
         ids = torch.tensor([variant_index(v) for v in self.variants], device=device)[pick]
+        k = self.depot_slots
+        if k > 1:
+            # Extra depots after everything else: the core data stays that of one depot. The
+            # windows and the limit above are relative to depot 0, so every customer can be
+            # served from depot 0; the other depots are extra options.
+            extra = torch.rand(b, k - 1, 2, generator=g, device=device)
+            locs = torch.cat([locs[:, :1], extra, locs[:, 1:]], 1)
+            lh = torch.cat([lh[:, :1].expand(b, k), lh[:, 1:]], 1)
+            bh = torch.cat([bh[:, :1].expand(b, k), bh[:, 1:]], 1)
+            tw = torch.cat([tw[:, :1].expand(b, k, 2), tw[:, 1:]], 1)
+            service_time = torch.cat([service_time[:, :1].expand(b, k), service_time[:, 1:]], 1)
         full = TensorDict(
             {
                 "locs": locs,
@@ -459,6 +560,7 @@ class MTVRPGenerator:
                 "distance_limit": limit,
                 "time_windows": tw,
                 "service_time": service_time,
+                "num_depots": torch.full((b,), k, dtype=torch.int64, device=device),
             },
             batch_size=[b],
             device=device,
@@ -467,6 +569,20 @@ class MTVRPGenerator:
 
 
 # ----------------------------------------------------------------------------- environment
+def is_depot_node(td: TensorDict) -> torch.Tensor:
+    """[B, N] bool: the depot slots (the first ``num_depots`` nodes)."""
+    n = td["locs"].shape[-2]
+    return torch.arange(n, device=td["locs"].device) < td["num_depots"][..., None]
+
+
+def distances_to(td: TensorDict, node: torch.Tensor) -> torch.Tensor:
+    """Distance of every node to ``node`` [B] -> [B, N] (column of the matrix if given)."""
+    if "distance" in td.keys():
+        dist = td["distance"]
+        return dist.gather(2, node[:, None, None].expand(-1, dist.shape[1], 1)).squeeze(2)
+    return distance_rows(td, node)
+
+
 def mtvrp_mask(
     td: TensorDict,
     used_lh: torch.Tensor,
@@ -475,33 +591,59 @@ def mtvrp_mask(
     current: torch.Tensor,
     time: torch.Tensor,
     length: torch.Tensor,
+    peak: torch.Tensor | None = None,
+    route_depot: torch.Tensor | None = None,
+    switched: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Feasible next nodes [B, N].
 
-    A customer is allowed when unvisited and its demand fits (linehaul and backhaul loads
-    separately), it is a backhaul or no backhaul has been collected on the route yet, service
-    can start within its window, the route length after it (plus the way back unless open)
-    stays within the limit, and (unless open) the depot can still be reached before it closes.
-    The depot is allowed except from the depot while a customer is (no empty routes); once no
-    customer is left it is the padding action.
+    A customer is allowed when unvisited and its demand fits, it is a backhaul or no backhaul
+    has been collected on the route yet (unless M), service can start within its window, the
+    route length after it (plus the way back unless open) stays within the limit, and (unless
+    open) the route's depot can still be reached before it closes.
+
+    Depots: from a customer only the route's own depot (the return). At a depot, another
+    depot (MD instances only) is a zero-cost switch of the next route's start, allowed once
+    between two routes unless no customer can be served from here. The current depot itself
+    is allowed only when no customer can be served and no switch is possible (the padding
+    action once every customer is served).
     """
+    zeros_b = torch.zeros_like(current)
+    rd = zeros_b if route_depot is None else route_depot
     travel = distance_rows(td, current)
-    back = depot_distances(td)
+    back = distances_to(td, rd)
     closed = ~td["open_route"][:, None]
     tw = td["time_windows"]
     start = torch.maximum(time[:, None] + travel, tw[..., 0])
     in_window = start <= tw[..., 1] + MASK_TOL
-    returns = start + td["service_time"] + back <= tw[:, :1, 1] + MASK_TOL
+    horizon = tw[..., 1].gather(1, rd[:, None])
+    returns = start + td["service_time"] + back <= horizon + MASK_TOL
     in_time = in_window & (returns | ~closed)
     tail = torch.where(closed, back, torch.zeros_like(back))
     in_limit = length[:, None] + travel + tail <= td["distance_limit"][:, None] + MASK_TOL
     lh, bh = td["demand_linehaul"], td["demand_backhaul"]
-    fits = (lh <= (1.0 - used_lh)[:, None] + CAP_TOL) & (bh <= (1.0 - used_bh)[:, None] + CAP_TOL)
-    order = (bh > 0) | (used_bh <= 0)[:, None]
-    cust = fits & order & in_time & in_limit & ~visited
-    cust[:, 0] = False
-    cust[:, 0] = (current != 0) | ~cust.any(1)
-    return cust
+    # The vehicle leaves loaded with all of the route's linehauls, so a new linehaul raises the
+    # load at every earlier point: it fits when it fits at the route's peak (see step).
+    peak = torch.zeros_like(used_lh) if peak is None else peak
+    fits = (lh <= (1.0 - used_lh - peak)[:, None] + CAP_TOL) & (
+        bh <= (1.0 - used_bh)[:, None] + CAP_TOL
+    )
+    order = (bh > 0) | (used_bh <= 0)[:, None] | td["has_mixed_backhaul"][:, None]
+    depot = is_depot_node(td)
+    cust = fits & order & in_time & in_limit & ~visited & ~depot
+    idx = torch.arange(depot.shape[1], device=depot.device)[None]
+    at_depot = current < td["num_depots"]
+    can_serve = cust.any(1)
+    left = ~(visited | depot).all(1)
+    was_switch = torch.zeros_like(at_depot) if switched is None else switched
+    switch = (
+        depot
+        & (idx != current[:, None])
+        & (at_depot & td["has_multi_depot"] & left & (~was_switch | ~can_serve))[:, None]
+    )
+    ret = ~at_depot[:, None] & (idx == rd[:, None])
+    stay = (at_depot & ~can_serve & ~switch.any(1))[:, None] & (idx == current[:, None])
+    return cust | ret | switch | stay
 
 
 class MTVRPEnv(EnvBase):
@@ -555,9 +697,17 @@ class MTVRPEnv(EnvBase):
                 "has_backhaul": flag(),
                 "has_distance_limit": flag(),
                 "has_time_windows": flag(),
-                "variant": Categorical(len(VARIANT_NAMES), shape=bs, dtype=torch.int64, device=dev),
+                "variant": Categorical(
+                    len(ALL_VARIANT_NAMES), shape=bs, dtype=torch.int64, device=dev
+                ),
                 "used_capacity_linehaul": load,
                 "used_capacity_backhaul": load.clone(),
+                "peak_load": load.clone(),
+                "has_mixed_backhaul": flag(),
+                "has_multi_depot": flag(),
+                "num_depots": Unbounded(shape=bs, dtype=torch.int64, device=dev),
+                "route_depot": Unbounded(shape=bs, dtype=torch.int64, device=dev),
+                "depot_switched": flag(),
                 "current_time": real(),
                 "current_route_length": real(),
             },
@@ -605,6 +755,9 @@ class MTVRPEnv(EnvBase):
                 "current_node": current,
                 "used_capacity_linehaul": zero,
                 "used_capacity_backhaul": zero.clone(),
+                "peak_load": zero.clone(),
+                "route_depot": current.clone(),
+                "depot_switched": torch.zeros(b, dtype=torch.bool, device=dev),
                 "current_time": time,
                 "current_route_length": zero.clone(),
                 "visited": visited,
@@ -622,34 +775,47 @@ class MTVRPEnv(EnvBase):
     def _step_flat(self, td: TensorDict) -> TensorDict:
         action = td["action"]
         idx = action[:, None]
+        k = td["num_depots"]
+        at_depot = action < k
+        # depot -> depot is a switch of the next route's start (or padding): no travel
+        switch = at_depot & (td["current_node"] < k)
         step_len = pairwise_distance(td, td["current_node"], action)
-        at_depot = action == 0
         zero = torch.zeros_like(step_len)
+        step_len = torch.where(switch, zero, step_len)
         lh = td["demand_linehaul"].gather(1, idx).squeeze(1)
         bh = td["demand_backhaul"].gather(1, idx).squeeze(1)
         used_lh = torch.where(at_depot, zero, td["used_capacity_linehaul"] + lh)
         used_bh = torch.where(at_depot, zero, td["used_capacity_backhaul"] + bh)
+        # peak of (picked up - delivered) over the route's points, 0 at the depot (see mask)
+        peak = torch.where(at_depot, zero, torch.maximum(td["peak_load"], used_bh - used_lh))
         tw = td["time_windows"]
         earliest = tw[..., 0].gather(1, idx).squeeze(1)
         service = td["service_time"].gather(1, idx).squeeze(1)
         depart = torch.maximum(td["current_time"] + step_len, earliest) + service
-        time = torch.where(at_depot, tw[:, 0, 0], depart)
+        time = torch.where(at_depot, earliest, depart)
         length = torch.where(at_depot, zero, td["current_route_length"] + step_len)
         # the return leg of an open route is free
         paid = torch.where(at_depot & td["open_route"], zero, step_len)
         visited = td["visited"].scatter(1, idx, True)
-        done = at_depot & visited[:, 1:].all(1)
+        done = at_depot & (visited | is_depot_node(td)).all(1)
+        route_depot = torch.where(at_depot, action, td["route_depot"])
+        switched = switch & (action != td["current_node"])
         out = self._keep(td)
         out.update(
             {
                 "current_node": action,
                 "used_capacity_linehaul": used_lh,
                 "used_capacity_backhaul": used_bh,
+                "peak_load": peak,
+                "route_depot": route_depot,
+                "depot_switched": switched,
                 "current_time": time,
                 "current_route_length": length,
                 "visited": visited,
                 "i": td["i"] + 1,
-                "action_mask": mtvrp_mask(td, used_lh, used_bh, visited, action, time, length),
+                "action_mask": mtvrp_mask(
+                    td, used_lh, used_bh, visited, action, time, length, peak, route_depot, switched
+                ),
                 "reward": -paid[:, None].to(torch.float32),
                 "done": done[:, None],
                 "terminated": done[:, None],
@@ -660,8 +826,9 @@ class MTVRPEnv(EnvBase):
 
 # ----------------------------------------------------------------------------- pure functions
 def cost(td: TensorDict, tours: torch.Tensor) -> torch.Tensor:
-    """Total length [B] of action sequences ``tours`` [B, T], depot implied at both ends; arcs
-    into the depot cost 0 for instances with ``open_route``."""
+    """Total length [B] of action sequences ``tours`` [B, T], depot 0 implied at both ends;
+    arcs into a depot cost 0 for instances with ``open_route``, and arcs between two depots
+    (MD switches, padding) cost 0."""
     depot = torch.zeros(tours.shape[0], 1, dtype=torch.int64, device=tours.device)
     seq = torch.cat([depot, tours, depot], 1)
     frm, to = seq[:, :-1], seq[:, 1:]
@@ -672,7 +839,8 @@ def cost(td: TensorDict, tours: torch.Tensor) -> torch.Tensor:
     else:
         pts = td["locs"].gather(1, seq[..., None].expand(-1, -1, 2))
         arcs = (pts[:, 1:] - pts[:, :-1]).norm(p=2, dim=-1)
-    free = (to == 0) & td["open_route"][:, None]
+    k = td["num_depots"][:, None]
+    free = (to < k) & (td["open_route"][:, None] | (frm < k))
     return torch.where(free, torch.zeros_like(arcs), arcs).sum(1)
 
 
@@ -686,22 +854,45 @@ def check_core(
     distance_limit: float,
     open_route: bool,
     routes: Sequence[Sequence[int]],
+    mixed_backhaul: bool = False,
+    *,
+    num_depots: int = 1,
+    depots: Sequence[int] | None = None,
+    ends: Sequence[int] | None = None,
 ) -> list[Violation]:
     """Independent MTVRP checker on plain float64 arrays (written without the env's masks).
 
     Kinds: ``missing``/``duplicate``/``unknown_node``/``depot`` (every customer exactly once),
-    ``capacity`` (a route's linehaul or backhaul total), ``backhaul_order`` (a linehaul after a
-    backhaul), ``distance_limit`` (route length, return leg included unless open),
-    ``time_window`` (service starts after a window closes) and ``depot_return`` (a closed route
-    back after the depot closes). Neutral data (infinite limit and windows, zero backhauls)
+    ``capacity`` (a route's linehaul or backhaul total; with ``mixed_backhaul`` the load on
+    board anywhere along the route: it leaves the depot with all the route's linehauls, drops
+    each, picks each backhaul up), ``backhaul_order`` (a linehaul after a backhaul, unless
+    ``mixed_backhaul``), ``distance_limit`` (route length, return leg included unless open),
+    ``time_window`` (service starts after a window closes), ``depot_return`` (a closed route
+    back after its depot closes) and ``depot_mismatch`` (a route ending at another depot than
+    it started from). Nodes ``0..num_depots-1`` are depots; ``depots[k]`` is route k's start
+    depot and ``ends[k]`` the depot it returns to (both default to depot 0). Neutral data (infinite limit and windows, zero backhauls)
     never produces a violation.
     """
     n = dist.shape[0]
-    out = check_visits(routes, range(1, n))
+    out = check_visits(routes, range(num_depots, n))
     cap_tol = CAP_TOL * capacity
-    horizon = float(time_windows[0, 1])
+    starts = list(depots) if depots is not None else [0] * len(routes)
+    finish = list(ends) if ends is not None else starts
     for k, r in enumerate(routes):
-        ids = [v for v in r if 0 < v < n]
+        ids = [v for v in r if num_depots <= v < n]
+        d = int(starts[k])
+        if not 0 <= d < num_depots:
+            out.append(Violation("depot", f"route {k + 1}: starts at {d}, not a depot", route=k))
+            continue
+        if int(finish[k]) != d:
+            out.append(
+                Violation(
+                    "depot_mismatch",
+                    f"route {k + 1}: starts at depot {d} but returns to {int(finish[k])}",
+                    route=k,
+                )
+            )
+        horizon = float(time_windows[d, 1])
         for what, dem in (("linehaul", linehaul), ("backhaul", backhaul)):
             load = float(np.sum(dem[ids])) if ids else 0.0
             if load > capacity + cap_tol:
@@ -712,8 +903,25 @@ def check_core(
                         route=k,
                     )
                 )
+        if mixed_backhaul:
+            on_board = float(np.sum(linehaul[ids])) if ids else 0.0
+            for v in ids:
+                on_board += float(backhaul[v]) - float(linehaul[v])
+                if on_board > capacity + cap_tol:
+                    out.append(
+                        Violation(
+                            "capacity",
+                            f"route {k + 1}: {on_board:g} on board after node {v} exceeds capacity {capacity:g}",
+                            route=k,
+                            node=v,
+                        )
+                    )
+                    break
+            ids_order: list[int] = []
+        else:
+            ids_order = ids
         seen_backhaul = False
-        for v in ids:
+        for v in ids_order:
             if backhaul[v] > 0:
                 seen_backhaul = True
             elif seen_backhaul:
@@ -725,7 +933,7 @@ def check_core(
                         node=v,
                     )
                 )
-        path = [0, *ids] if open_route else [0, *ids, 0]
+        path = [d, *ids] if open_route else [d, *ids, d]
         length = float(sum(dist[a, b] for a, b in zip(path, path[1:])))
         if length > distance_limit + CHECK_TOL * max(
             1.0, distance_limit if math.isfinite(distance_limit) else 1.0
@@ -737,8 +945,8 @@ def check_core(
                     route=k,
                 )
             )
-        t = float(time_windows[0, 0])
-        prev = 0
+        t = float(time_windows[d, 0])
+        prev = d
         for v in ids:
             begin = max(t + dist[prev, v], float(time_windows[v, 0]))
             late = float(time_windows[v, 1])
@@ -754,7 +962,7 @@ def check_core(
             t = begin + float(service_time[v])
             prev = v
         if not open_route:
-            back = t + dist[prev, 0]
+            back = t + dist[prev, d]
             if back > horizon + CHECK_TOL * max(
                 1.0, abs(horizon) if math.isfinite(horizon) else 1.0
             ):
@@ -766,6 +974,38 @@ def check_core(
                     )
                 )
     return out
+
+
+def split_depot_routes(
+    seq: Sequence[int], num_depots: int = 1
+) -> tuple[list[list[int]], list[int], list[int]]:
+    """Split an action sequence into routes of customers with their start and end depots.
+
+    A route starts at the depot visited last before its first customer (depot 0 at the
+    beginning) and ends at the next depot visited (depot 0, implied, if the sequence stops
+    at a customer, as in :func:`cost`).
+    """
+    routes: list[list[int]] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    cur: list[int] = []
+    start = 0
+    for v in seq:
+        v = int(v)
+        if v < num_depots:
+            if cur:
+                routes.append(cur)
+                starts.append(start)
+                ends.append(v)
+                cur = []
+            start = v
+        else:
+            cur.append(v)
+    if cur:
+        routes.append(cur)
+        starts.append(start)
+        ends.append(0)
+    return routes, starts, ends
 
 
 def check(td: TensorDict, tours: torch.Tensor) -> list[list[Violation]]:
@@ -783,20 +1023,30 @@ def check(td: TensorDict, tours: torch.Tensor) -> list[list[Violation]]:
         arr("distance_limit"),
     )
     opened = td["open_route"].detach().cpu().numpy()
-    return [
-        check_core(
-            numpy_distance(td, b),
-            lh[b],
-            bh[b],
-            1.0,
-            tw[b],
-            st[b],
-            float(lim[b]),
-            bool(opened[b]),
-            split_routes(seqs[b]),
+    mixed = td["has_mixed_backhaul"].detach().cpu().numpy()
+    depots = td["num_depots"].detach().cpu().numpy()
+    out = []
+    for b in range(seqs.shape[0]):
+        k = int(depots[b])
+        routes, starts, ends = split_depot_routes(seqs[b], k)
+        out.append(
+            check_core(
+                numpy_distance(td, b),
+                lh[b],
+                bh[b],
+                1.0,
+                tw[b],
+                st[b],
+                float(lim[b]),
+                bool(opened[b]),
+                routes,
+                bool(mixed[b]),
+                num_depots=k,
+                depots=starts,
+                ends=ends,
+            )
         )
-        for b in range(seqs.shape[0])
-    ]
+    return out
 
 
 def check_routes(instance: Instance, routes: Sequence[Sequence[int]]) -> list[Violation]:
@@ -812,23 +1062,23 @@ def check_routes(instance: Instance, routes: Sequence[Sequence[int]]) -> list[Vi
 NODE_FEATURES = (
     "x", "y", "demand_linehaul", "demand_backhaul", "tw_start", "tw_end", "service_time",
     "open_route", "distance_limit", "has_backhaul", "has_distance_limit", "has_time_windows",
-    "is_depot",
+    "has_mixed_backhaul", "has_multi_depot", "is_depot",
 )  # fmt: skip
 
 
 def node_features(td: TensorDict) -> torch.Tensor:
-    """[B, N, 13] encoder input, columns :data:`NODE_FEATURES`.
+    """[B, N, 15] encoder input, columns :data:`NODE_FEATURES`.
 
     Per node: x, y, linehaul and backhaul demand (fractions of capacity), window start and end,
     service time (infinite values, i.e. switched-off windows, read 0 as in RouteFinder). Global
-    attributes: open flag, distance limit (0 when unlimited) and the B, L, TW flags, written in
-    the DEPOT row only (zeros for customers), then the depot flag. The encoder projects depot
+    attributes: open flag, distance limit (0 when unlimited) and the B, L, TW, M, MD flags,
+    written in the depot rows only (zeros for customers), then the depot flag (the first
+    ``num_depots`` rows). The encoder projects depot
     rows with their own linear map, so this is RouteFinder's "global features embedded in the
     depot and spread by attention"; broadcasting them to every row instead would add the same
     vector to all customers, which instance normalisation (POMO) largely subtracts again.
     """
     locs = td["locs"]
-    lead = locs.shape[:-2]
     n = locs.shape[-2]
     tw = torch.nan_to_num(td["time_windows"], posinf=0.0)
     per_node = torch.cat(
@@ -849,18 +1099,21 @@ def node_features(td: TensorDict) -> torch.Tensor:
             td["has_backhaul"].float(),
             td["has_distance_limit"].float(),
             td["has_time_windows"].float(),
+            td["has_mixed_backhaul"].float(),
+            td["has_multi_depot"].float(),
         ],
         -1,
     )
-    is_depot = torch.zeros(*lead, n, 1, dtype=locs.dtype, device=locs.device)
-    is_depot[..., 0, :] = 1.0
+    idx = torch.arange(n, device=locs.device)
+    is_depot = (idx < td["num_depots"][..., None]).to(locs.dtype)[..., None]
     return torch.cat([per_node, glob[..., None, :] * is_depot, is_depot], -1)
 
 
 def state_features(td: TensorDict) -> torch.Tensor:
-    """[B, 5]: remaining linehaul and backhaul capacity (fractions), current time over the
-    depot's closing time (0 without windows), remaining route length over the limit (1 without
-    a limit) and the open flag; all in [0, 1]."""
+    """[B, 7]: room for linehauls (capacity left at the route's fullest point) and for
+    backhauls (fractions), current time over the depot's closing time (0 without windows),
+    remaining route length over the limit (1 without a limit), the open flag and the location
+    of the depot the route started from (MD: where a closed route must return)."""
     horizon = td["time_windows"][..., 0, 1]
     finite_h = torch.isfinite(horizon)
     time = torch.where(
@@ -870,16 +1123,43 @@ def state_features(td: TensorDict) -> torch.Tensor:
     finite_l = torch.isfinite(limit)
     safe = torch.where(finite_l, limit, 1.0).clamp_min(1e-9)
     remaining = torch.where(finite_l, (limit - td["current_route_length"]) / safe, 1.0)
-    return torch.stack(
+    locs = td["locs"]
+    depot = locs.gather(-2, td["route_depot"][..., None, None].expand(*locs.shape[:-2], 1, 2))
+    return torch.cat(
         [
-            1.0 - td["used_capacity_linehaul"],
-            1.0 - td["used_capacity_backhaul"],
-            time,
-            remaining,
-            td["open_route"].float(),
+            torch.stack(
+                [
+                    1.0 - td["used_capacity_linehaul"] - td["peak_load"],
+                    1.0 - td["used_capacity_backhaul"],
+                    time,
+                    remaining,
+                    td["open_route"].float(),
+                ],
+                -1,
+            ),
+            depot.squeeze(-2),
         ],
         -1,
     )
+
+
+def num_starts(td: TensorDict) -> int:
+    """POMO starts: one per customer."""
+    return int(td["locs"].shape[-2]) - _depot_slots(td)
+
+
+def start_nodes(td: TensorDict, n: int) -> torch.Tensor:
+    """First actions [B, n] for POMO multistart: the first n customers (routes from depot 0)."""
+    b = td["locs"].shape[0]
+    k = _depot_slots(td)
+    return torch.arange(k, k + n, device=td["locs"].device).expand(b, n)
+
+
+def _depot_slots(td: TensorDict) -> int:
+    k = td["num_depots"]
+    if k.numel() and bool((k != k.reshape(-1)[0]).any()):
+        raise ValueError("every instance of a batch needs the same number of depot slots")
+    return int(k.reshape(-1)[0]) if k.numel() else 1
 
 
 PROBLEM = Problem(
@@ -893,8 +1173,8 @@ PROBLEM = Problem(
     check_routes=check_routes,
     node_features=node_features,
     state_features=state_features,
-    num_starts=cvrp.num_starts,
-    start_nodes=cvrp.start_nodes,
+    num_starts=num_starts,
+    start_nodes=start_nodes,
     instance_keys=INSTANCE_KEYS,
     file_io=False,
 )

@@ -32,41 +32,47 @@ def _instance(variant: str, n: int = 10, seed: int = 0, **kw):
     return MTVRPGenerator(n, variants=(variant,), **kw)(1, seed=seed)
 
 
-def _length(td, routes) -> float:
-    """Plain numpy route lengths (return leg free when open)."""
+def _length(td, routes, depots=None) -> float:
+    """Plain numpy route lengths (return leg free when open), each from and back to its depot."""
     locs = td["locs"][0].double().numpy()
     dist = np.sqrt(((locs[:, None] - locs[None]) ** 2).sum(-1))
     opened = bool(td["open_route"][0])
     total = 0.0
-    for r in routes:
-        path = [0, *r] if opened else [0, *r, 0]
+    for k, r in enumerate(routes):
+        d = depots[k] if depots else 0
+        path = [d, *r] if opened else [d, *r, d]
         total += sum(dist[a, b] for a, b in zip(path, path[1:]))
     return total
 
 
-def _kinds(td, routes) -> set[str]:
-    return {v.kind for v in mtvrp.check(td, routes_to_tour(routes))[0]}
+def _kinds(td, routes, depots=None) -> set[str]:
+    return {v.kind for v in mtvrp.check(td, routes_to_tour(routes, depots))[0]}
+
+
+def _customers(td) -> list[int]:
+    return list(range(int(td["num_depots"][0]), td["locs"].shape[1]))
 
 
 # ----------------------------------------------------------------------------- every variant
-@pytest.mark.parametrize("variant", VARIANT_NAMES)
+@pytest.mark.parametrize("variant", mtvrp.ALL_VARIANT_NAMES)
 def test_both_solvers_solve_every_variant_feasibly(variant: str) -> None:
-    td = _instance(variant, seed=VARIANT_NAMES.index(variant))
+    td = _instance(variant, seed=mtvrp.ALL_VARIANT_NAMES.index(variant))
     for solver in MTVRP_SOLVERS:
         res = solve_mtvrp(td, solver, time_limit=LIMIT, seed=1)
         assert res.solver == solver and res.variant == variant
         assert res.feasible, (solver, res.violations)
         assert res.solver_feasible  # the solver's own verdict agrees with the checker
-        assert sorted(v for r in res.routes for v in r) == list(range(1, 11))
-        assert res.cost == pytest.approx(
-            float(mtvrp.cost(td, routes_to_tour(res.routes))[0]), abs=0
-        )
-        assert res.cost == pytest.approx(_length(td, res.routes), rel=1e-5)
+        assert sorted(v for r in res.routes for v in r) == _customers(td)
+        assert len(res.depots) == len(res.routes)
+        tour = routes_to_tour(res.routes, res.depots)
+        assert res.cost == pytest.approx(float(mtvrp.cost(td, tour)[0]), abs=0)
+        assert res.cost == pytest.approx(_length(td, res.routes, res.depots), rel=1e-5)
         assert res.runtime > 0 and res.metadata["seed"] == 1
 
 
-def _plans(base: list[list[int]], n: int, rng: np.random.Generator, count: int):
-    """The base plan, swaps of two of its customers and random splits of random orders."""
+def _plans(base: list[list[int]], n: int, rng: np.random.Generator, count: int, first: int = 1):
+    """The base plan, swaps of two of its customers and random splits of random orders
+    (customers ``first .. first + n - 1``)."""
     yield base
     cuts = [len(r) for r in base]
     flat = [v for r in base for v in r]
@@ -82,7 +88,7 @@ def _plans(base: list[list[int]], n: int, rng: np.random.Generator, count: int):
             yield out
         else:
             out, cur = [], []
-            for v in rng.permutation(np.arange(1, n + 1)).tolist():
+            for v in rng.permutation(np.arange(first, first + n)).tolist():
                 cur.append(v)
                 if rng.random() < 0.35:
                     out.append(cur)
@@ -108,6 +114,64 @@ def test_solver_models_agree_with_the_checker_on_planted_plans() -> None:
             rejected += bool(kinds)
     assert accepted > 20 and rejected > 20
     assert {"capacity", "backhaul_order", "distance_limit", "time_window", "depot_return"} <= seen
+
+
+@pytest.mark.parametrize("variant", ["VRPMB", "OVRPMBLTW", "VRPMBTW", "MDVRPTW", "MDOVRPMBLTW"])
+def test_models_agree_with_the_checker_on_mixed_backhaul_and_multi_depot_plans(variant) -> None:
+    """As above for M (load on board anywhere along the route) and MD (each route from and
+    back to its own depot, depots drawn at random per route)."""
+    rng = np.random.default_rng(1)
+    td = _instance(variant, seed=7, backhaul_ratio=0.5, capacity=15)
+    k = int(td["num_depots"][0])
+    res = solve_mtvrp(td, "pyvrp", time_limit=0.05)
+    accepted = rejected = 0
+    seen: set[str] = set()
+    for i, plan in enumerate(_plans(res.routes, 10, rng, 24, first=k)):
+        depots = res.depots if i == 0 else rng.integers(0, k, len(plan)).tolist()
+        kinds = _kinds(td, plan, depots)
+        seen |= kinds
+        for solver in MTVRP_SOLVERS:
+            got = solver_accepts(td, plan, solver, depots)
+            assert got == (not kinds), (variant, solver, plan, depots, kinds)
+        accepted += not kinds
+        rejected += bool(kinds)
+    assert accepted >= 1 and rejected >= 3
+    if "MB" in variant:
+        assert "backhaul_order" not in seen
+
+
+def test_mixed_backhaul_order_is_free_but_the_load_binds() -> None:
+    """The reversed VRPB route that both models reject breaks no order under M (only, maybe,
+    the load); a route picking up before it delivers can overload the vehicle, which both
+    models reject."""
+    td = _instance("VRPB", seed=3, backhaul_ratio=0.4)
+    res = solve_mtvrp(td, "pyvrp", time_limit=LIMIT)
+    bh = td["demand_backhaul"][0] > 0
+    k = next(i for i, r in enumerate(res.routes) if bh[r].any() and not bh[r].all())
+    plan = [list(r) for r in res.routes]
+    plan[k] = plan[k][::-1]
+    mixed = mtvrp.to_variant(td, "VRPMB")
+    assert _kinds(td, plan) == {"backhaul_order"}
+    # under M the order is free; backhauls first may overload the vehicle, or not
+    verdict = _kinds(mixed, plan)
+    assert verdict <= {"capacity"}
+    for solver in MTVRP_SOLVERS:
+        assert solver_accepts(mixed, res.routes, solver)
+        assert solver_accepts(mixed, plan, solver) == (not verdict)
+    assert integer_mtvrp(mixed).forbidden_arcs() == []
+    # capacity 10: linehauls 1 (5) and 2 (4), backhaul 3 (6): [3, 1, 2] carries 9 + 6 after 3
+    hand = mtvrp.make_instances(
+        torch.tensor([[[0.0, 0.0], [0.1, 0.0], [0.2, 0.0], [0.0, 0.1]]]),
+        torch.tensor([[0.0, 5.0, 4.0, 0.0]]),
+        demand_backhaul=torch.tensor([[0.0, 0.0, 0.0, 6.0]]),
+        capacity=10.0,
+        mixed_backhaul=True,
+    )
+    assert _kinds(hand, [[3, 1, 2]]) == {"capacity"} and _kinds(hand, [[1, 3, 2]]) == set()
+    for solver in MTVRP_SOLVERS:
+        assert not solver_accepts(hand, [[3, 1, 2]], solver)
+        assert solver_accepts(hand, [[1, 3, 2]], solver)
+        assert solve_mtvrp(hand, solver, time_limit=LIMIT).feasible
 
 
 def test_backhaul_precedence_is_enforced_by_both_models() -> None:

@@ -40,17 +40,27 @@ def full_instances(num_loc: int, batch: int, seed: int, **kw) -> TensorDict:
 
 # ----------------------------------------------------------------------------- variants, registry
 def test_variant_table_and_registry():
-    assert len(VARIANT_NAMES) == 16 and len(set(VARIANTS.values())) == 16
-    assert set(itertools.product((False, True), repeat=4)) == {tuple(v) for v in VARIANTS.values()}
+    core = {tuple(VARIANTS[n]) for n in VARIANT_NAMES}
+    assert len(VARIANT_NAMES) == 16 and len(core) == 16
+    assert {c[:4] for c in core} == set(itertools.product((False, True), repeat=4))
+    assert all(c[4:] == (False, False) for c in core)
+    # 48 in all: B may be mixed (M), and any of them multi-depot (MD)
+    assert len(mtvrp.ALL_VARIANT_NAMES) == 48 == len(set(VARIANTS.values()))
+    assert mtvrp.ALL_VARIANT_NAMES[:16] == VARIANT_NAMES
+    assert all(v.backhaul for v in VARIANTS.values() if v.mixed_backhaul)
+    assert VARIANTS["VRPMB"] == (False, True, False, False, True, False)
+    assert VARIANTS["MDOVRPMBLTW"] == (True,) * 6 and VARIANTS["MDVRP"].multi_depot
     assert set(TRAIN_VARIANTS) <= set(VARIANT_NAMES)
-    assert VARIANTS["OVRPBLTW"] == (True, True, True, True) and VARIANTS["CVRP"] == (False,) * 4
+    assert VARIANTS["OVRPBLTW"] == (True, True, True, True, False, False)
+    assert VARIANTS["CVRP"] == (False,) * 6
     assert VARIANTS["VRPLTW"] == mtvrp.Variant(
         open_route=False, backhaul=False, distance_limit=True, time_windows=True
     )
     assert "mtvrp" in E.available() and P.name == "mtvrp" and P.has_depot
     assert E.make("mtvrp", num_loc=7).generator.num_loc == 7
-    with pytest.raises(ValueError):
-        MTVRPGenerator(5, variants=("VRPX",))
+    for bad in ("VRPX", "VRPMBB", "MDCVRP", "VRPM"):
+        with pytest.raises(ValueError):
+            MTVRPGenerator(5, variants=(bad,))
     with pytest.raises(ValueError):
         MTVRPGenerator(5, variants=("CVRP", "OVRP"), variant_probs=(1.0,))
 
@@ -137,7 +147,7 @@ def test_switched_off_attributes_are_neutral():
 
 
 # ----------------------------------------------------------------------------- env rollouts
-@pytest.mark.parametrize("variant", VARIANT_NAMES)
+@pytest.mark.parametrize("variant", mtvrp.ALL_VARIANT_NAMES)
 def test_random_rollouts_of_every_variant_are_feasible(variant):
     env = E.make("mtvrp", num_loc=20, variants=(variant,))
     data = env.generator(200, seed=11)
@@ -157,6 +167,8 @@ def test_random_rollouts_of_every_variant_are_feasible(variant):
         ("VRPBLTW", "VRPLTW", "backhaul_order"),
         ("VRPLTW", "VRPTW", "distance_limit"),
         ("VRPL", "OVRPL", "distance_limit"),
+        ("VRPB", "VRPMB", "backhaul_order"),
+        ("OVRPBTW", "OVRPMBTW", "backhaul_order"),
     ],
 )
 def test_masks_enforce_what_the_relaxed_variant_breaks(variant, relaxed, kind):
@@ -328,11 +340,14 @@ def test_features_shapes():
     state = E.make("mtvrp", num_loc=5).reset(td)
     feats = P.node_features(td)
     assert feats.shape == (3, 6, len(mtvrp.NODE_FEATURES)) and torch.isfinite(feats).all()
-    assert torch.all(feats[:, 1:, 7:12] == 0) and torch.all(
+    assert torch.all(feats[:, 1:, 7:14] == 0) and torch.all(
         feats[..., -1] == torch.tensor([1.0, 0, 0, 0, 0, 0])
     )
     sf = P.state_features(state)
-    assert sf.shape == (3, 5) and torch.isfinite(sf).all() and sf.min() >= 0 and sf.max() <= 1
+    assert sf.shape == (3, 7) and torch.isfinite(sf).all() and sf.min() >= 0 and sf.max() <= 1
+    torch.testing.assert_close(sf[:, 5:], td["locs"][:, 0])  # the route's depot
+    md = MTVRPGenerator(5, variants=("MDVRP",), num_depots=3)(2, seed=0)
+    assert torch.all(P.node_features(md)[..., -1] == torch.tensor([1.0, 1, 1, 0, 0, 0, 0, 0]))
 
 
 def _all_variants(num_loc: int, per_variant: int, seed: int) -> TensorDict:
@@ -397,7 +412,129 @@ def test_policy_output_depends_on_every_attribute():
     base = td[:1]
     with torch.no_grad():
         ref = _first_logits(policy, base)
-        for key in ("open_route", "has_backhaul", "has_distance_limit", "has_time_windows"):
+        for key in (
+            "open_route",
+            "has_backhaul",
+            "has_distance_limit",
+            "has_time_windows",
+            "has_mixed_backhaul",
+            "has_multi_depot",
+        ):
             flipped = base.clone()
             flipped[key] = ~flipped[key]
             assert (_first_logits(policy, flipped) - ref).abs().max() > 1e-5, key
+
+
+# ----------------------------------------------------------------------------- M and MD
+def test_mixed_backhauls_keep_the_load_on_board_within_capacity():
+    """M: the vehicle leaves with all the route's linehauls; any order, but the load on board
+    (linehauls not yet dropped + backhauls picked up) never exceeds the capacity."""
+    td = _hand(mixed_backhaul=True)
+    assert mtvrp.variant_names(td) == ["VRPMB"]
+    env = E.make("mtvrp", num_loc=4)
+
+    def after(data, *actions):
+        state = env.reset(data)
+        for a in actions:
+            state["action"] = torch.tensor([a])
+            state = env.step(state)["next"]
+        return state["action_mask"][0].tolist()
+
+    # after backhaul 4 (3 on board): linehaul 1 (5 at the start, 8 after 4) and 2 both fit
+    assert after(td, 4) == [True, True, True, True, False]
+    assert after(_hand(), 4) == [True, False, False, True, False]  # classic B: no linehaul
+    # after 4 then 1: the start load 5 + 3 = 8 peak leaves no room for linehaul 2 (6)
+    assert after(td, 4, 1) == [True, False, False, True, False]
+    # after backhaul 3 (7 on board) no linehaul fits: it would ride along from the depot
+    assert after(td, 3) == [True, False, False, False, True]
+    assert kinds(td, [4, 1, 3, 0, 2, 0]) == []
+    assert kinds(_hand(), [4, 1, 3, 0, 2, 0]) == ["backhaul_order"]
+    assert kinds(td, [3, 1, 0, 2, 4, 0]) == ["capacity"]  # 5 + 7 = 12 on board after 3
+    assert kinds(td, [2, 4, 1, 0, 3, 0]) == ["capacity"]  # starts with 11 linehauls
+    feasible = E.make("mtvrp", num_loc=4)
+    tours, ret = random_rollout(feasible, td.expand(64).clone(), seed=3)
+    assert all(not v for v in P.check(td.expand(64), tours))
+
+
+def _two_depots(**kw) -> TensorDict:
+    """Depots 0 (0, 0) and 1 (1, 1); customers 2 (0.9, 1) and 3 (1, 0.9) near depot 1, 4
+    (0.1, 0) near depot 0; demands 4, 4, 4, capacity 10."""
+    locs = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [0.9, 1.0], [1.0, 0.9], [0.1, 0.0]]])
+    return make_instances(
+        locs, torch.tensor([[0.0, 0.0, 4.0, 4.0, 4.0]]), capacity=10.0, num_depots=2, **kw
+    )
+
+
+def test_multi_depot_routes_return_to_their_own_depot():
+    td = _two_depots()
+    assert mtvrp.variant_names(td) == ["MDVRP"]
+    env = E.make("mtvrp", num_loc=4)
+    state = env.reset(td)
+    # at the start: any customer from depot 0, or a switch to depot 1 (not depot 0 itself)
+    assert state["action_mask"][0].tolist() == [False, True, True, True, True]
+    trace = []
+    for a in (1, 2, 3, 1, 0, 4, 0):
+        state["action"] = torch.tensor([a])
+        state = env.step(state)["next"]
+        trace.append((state["action_mask"][0].tolist(), float(state["reward"])))
+    # a switch costs nothing and is not repeated before a route; a route returns to its depot
+    assert trace[0] == ([False, False, True, True, True], 0.0)
+    assert trace[1][0] == [False, True, False, True, True]  # from 2: only depot 1 of the depots
+    assert trace[4][0] == [False, False, False, False, True]  # switched back to depot 0
+    assert state["done"].all()
+    tour = torch.tensor([[1, 2, 3, 1, 0, 4, 0]])
+    want = 0.1 + 0.1 * np.sqrt(2) + 0.1 + 0.1 + 0.1  # 1-2-3-1, switch, 0-4-0
+    assert float(P.cost(td, tour)) == pytest.approx(want, rel=1e-5)
+    assert -sum(r for _, r in trace) == pytest.approx(want, rel=1e-5)
+    assert kinds(td, [1, 2, 3, 1, 0, 4, 0]) == []
+    assert kinds(td, [1, 2, 3, 0, 4, 0]) == ["depot_mismatch"]  # from depot 1 back to 0
+    # from depot 0 the same customers cost the long way round
+    assert float(P.cost(td, torch.tensor([[2, 3, 0, 4, 0]]))) > want + 2.0
+    # open routes: the return leg is free, but the route still ends at its own depot
+    opened = _two_depots(open_route=True)
+    assert float(P.cost(opened, tour)) == pytest.approx(0.1 + 0.1 * np.sqrt(2) + 0.1, rel=1e-5)
+    assert kinds(opened, [1, 2, 3, 0, 4, 0]) == ["depot_mismatch"]
+
+
+def test_multi_depot_time_windows_close_at_the_route_depot():
+    tw = torch.tensor([[[0.0, 9.0], [0.0, 0.5], [0.0, 9.0], [0.0, 9.0], [0.0, 9.0]]])
+    td = _two_depots(time_windows=tw, service_time=torch.zeros(1, 5))
+    env = E.make("mtvrp", num_loc=4)
+    state = env.reset(td)
+    state["action"] = torch.tensor([1])
+    state = env.step(state)["next"]
+    # from depot 1 (closing at 0.5): customer 4 is 1.35 away, no way back in time
+    assert state["action_mask"][0].tolist() == [False, False, True, True, False]
+    assert kinds(td, [1, 4, 1, 0, 2, 3, 0]) == ["depot_return"]
+
+
+def test_non_md_instances_in_an_md_batch_have_one_depot_in_effect():
+    g = MTVRPGenerator(10, variants=("CVRP", "MDVRP"), num_depots=3)
+    td = g(200, seed=0)
+    plain = td["variant"] == mtvrp.variant_index("CVRP")
+    assert td["locs"].shape[1] == 13 and plain.any() and (~plain).any()
+    assert torch.all(td["locs"][plain][:, 1:3] == td["locs"][plain][:, :1])
+    env = E.make("mtvrp", generator=g)
+    state = env.reset(td)
+    assert not state["action_mask"][plain][:, :3].any()  # no switches for one depot
+    tours, _ = random_rollout(env, td, seed=1)
+    assert all(not v for v in P.check(td, tours))
+    assert not (tours[plain] == 1).any() and not (tours[plain] == 2).any()
+
+
+def test_untrained_pomo_decodes_all_48_variants_feasibly():
+    torch.manual_seed(0)
+    n = 8
+    full = MTVRPGenerator(n, variants=("MDOVRPBLTW",), num_depots=2)(1, seed=9)
+    td = torch.cat([to_variant(full, v) for v in mtvrp.ALL_VARIANT_NAMES])
+    env = E.make("mtvrp", num_loc=n)
+    policy = build_policy("pomo", P).eval()
+    with torch.no_grad():
+        out = policy(td, env, DecodeConfig(strategy="multistart_greedy"))
+    b, m, t = out.actions.shape
+    assert (b, m) == (48, n)
+    rows = td[torch.arange(b).repeat_interleave(m)]
+    flat = out.actions.reshape(b * m, t)
+    violations = P.check(rows, flat)
+    assert all(not v for v in violations), next(v for v in violations if v)[:3]
+    torch.testing.assert_close(-out.reward.reshape(-1), P.cost(rows, flat))
