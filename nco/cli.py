@@ -53,7 +53,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     routes = read_solution(args.solution, inst)
     sol = Solution.from_routes(inst, routes, solver=f"file:{args.solution.name}")
     what = "customers" if inst.has_depot else "cities"
-    print(f"instance  {inst.name} ({inst.problem}, {inst.num_customers} {what}, {inst.edge_weight} distances)")
+    print(
+        f"instance  {inst.name} ({inst.problem}, {inst.num_customers} {what}, {inst.edge_weight} distances)"
+    )
     print(f"routes    {len(sol.routes)}")
     print(f"cost      {_format_cost(sol.cost)}")
     bks = _bks_lookup(args.instance, inst.name)
@@ -107,13 +109,24 @@ def _run_generate(args: argparse.Namespace) -> int:
         for i in range(args.num):
             inst = problem.to_instance(td[i : i + 1], name=f"{stem}_{i:0{width}d}")
             written.append(write_instance(inst, out / f"{inst.name}{ext}"))
-        written.append(save_dataset(out / f"{stem}.pt", problem.name, td, seed=args.seed, size=args.size, distribution=args.distribution))
+        written.append(
+            save_dataset(
+                out / f"{stem}.pt",
+                problem.name,
+                td,
+                seed=args.seed,
+                size=args.size,
+                distribution=args.distribution,
+            )
+        )
     except BaseException:
         # An interrupted generation must not leave a set that looks complete.
         for f in written:
             f.unlink(missing_ok=True)
         raise
-    print(f"wrote {args.num} {problem.name} instances ({args.distribution}, {args.size} {'customers' if problem.has_depot else 'cities'}, seed {args.seed}) to {out}/")
+    print(
+        f"wrote {args.num} {problem.name} instances ({args.distribution}, {args.size} {'customers' if problem.has_depot else 'cities'}, seed {args.seed}) to {out}/"
+    )
     print(f"tensor dataset: {out / (stem + '.pt')}")
     return 0
 
@@ -124,7 +137,14 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, 
 
 #: Subcommands that live in their own module under ``nco.commands``; each module has
 #: ``add_parser(subparsers)`` and ``run(args) -> int``.
-_COMMAND_MODULES: tuple[str, ...] = ("solve", "benchmark", "train", "plot_training", "plot")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "solve",
+    "benchmark",
+    "train",
+    "plot_training",
+    "plot",
+    "plot_experts",
+)
 
 
 def _add_module_commands(sub: argparse._SubParsersAction) -> None:
@@ -141,7 +161,9 @@ def _add_module_commands(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``nco`` command."""
-    parser = argparse.ArgumentParser(prog="nco", description="Neural combinatorial optimization for vehicle routing.")
+    parser = argparse.ArgumentParser(
+        prog="nco", description="Neural combinatorial optimization for vehicle routing."
+    )
     parser.add_argument("--version", action="version", version=f"nco {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -156,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from nco.envs import InstanceError  # after parsing: --help/--version must not load torch
+
     try:
         func = args.func if hasattr(args, "func") else None
         if func is None:

@@ -21,5 +21,31 @@ def instances_dir() -> Path:
 def shared_data() -> Path:
     """The benchmark pack at ../shared/data (CVRPLib, TSPLIB, Solomon with best-known values)."""
     if not (SHARED_DATA / "bks.csv").is_file():
-        pytest.skip(f"benchmark pack not found at {SHARED_DATA} (set NCO_SHARED_DATA to its folder)")
+        pytest.skip(
+            f"benchmark pack not found at {SHARED_DATA} (set NCO_SHARED_DATA to its folder)"
+        )
     return SHARED_DATA
+
+
+def train_tiny_mtvrp(run: Path, preset: str, size: int = 8) -> Path:
+    """A few seconds of ``nco train`` on mtvrp (CVRP + VRPTW) with a tiny network; returns the
+    run directory (a real, self-describing checkpoint for command tests)."""
+    import torch
+
+    from nco.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(
+        problem="mtvrp",
+        size=size,
+        preset=preset,
+        policy={"d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32},
+        variants="CVRP,VRPTW",
+        batch_size=8,
+        instances_per_epoch=8,
+        epochs=1,
+        val_size=8,
+        accelerator="cpu",
+    )
+    assert train(cfg, run, progress_bar=False).status == "finished"
+    return run

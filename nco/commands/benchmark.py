@@ -6,6 +6,12 @@ Examples::
     nco benchmark data/cvrplib-x --solvers neural,hybrid,pyvrp --model cvrp100 --out runs/xn
     nco benchmark --problem cvrp --size 100 --num 100 --seed 1234 --solvers hgs,pyvrp \\
         --time-limits 1 --reference pyvrp:5 --workers 2 --out runs/cvrp100
+
+Multi-variant VRP (tensor-only test sets; one table of every variant, models as columns of
+gaps to the best of PyVRP / OR-Tools; see ``nco.mtvrp_benchmark``)::
+
+    nco benchmark --problem mtvrp --size 50 --num 1000 --variants core \\
+        --solvers pyvrp,ortools,neural --model runs/mtvrp-pomo,runs/mtvrp-moe --out runs/mtvrp50
 """
 
 from __future__ import annotations
@@ -31,7 +37,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         "dir", nargs="?", type=Path, help="folder of instance files (.vrp, .tsp, Solomon .txt)"
     )
     g = p.add_argument_group("generated set (instead of DIR)")
-    g.add_argument("--problem", help="tsp, cvrp or cvrptw")
+    g.add_argument("--problem", help="tsp, cvrp, cvrptw or mtvrp")
+    g.add_argument(
+        "--variants",
+        default="core",
+        help="mtvrp only: core (16), all (48, with M and MD), train (MVMoE's 6) or a "
+        "comma-separated list; default core",
+    )
     g.add_argument(
         "--size", type=int, default=100, help="customers (cities for the TSP); default 100"
     )
@@ -55,7 +67,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         help="checkpoint for the neural and hybrid solvers: a file, a run directory or a shipped "
-        "name (e.g. cvrp100); default: the shipped checkpoint nearest in size per instance",
+        "name (e.g. cvrp100); default: the shipped checkpoint nearest in size per instance. "
+        "mtvrp: a comma-separated list, one table column each",
     )
     p.add_argument("--time-limits", default="1", help="comma-separated seconds per run; default 1")
     p.add_argument(
@@ -108,6 +121,38 @@ def _floats(text: str, what: str) -> list[float]:
     return vals
 
 
+def _run_mtvrp(args: argparse.Namespace, solvers: list[str], time_limits: list[float]) -> int:
+    from nco.mtvrp_benchmark import parse_variants, run_mtvrp_benchmark
+
+    if args.dir is not None:
+        raise ValueError("mtvrp instances are generated (tensor-only): give --problem, not DIR")
+    if len(time_limits) != 1:
+        raise ValueError(f"--time-limits: mtvrp takes one limit, got {args.time_limits!r}")
+    unknown = [s for s in solvers if s not in ("pyvrp", "ortools", "neural")]
+    if unknown:
+        raise ValueError(
+            f"solver(s) {', '.join(unknown)} not available for mtvrp; expected pyvrp, ortools, neural"
+        )
+    models = [m.strip() for m in (args.model or "").split(",") if m.strip()]
+    if ("neural" in solvers) != bool(models):
+        raise ValueError("mtvrp: --solvers neural needs --model CKPT[,CKPT...] and vice versa")
+    run_mtvrp_benchmark(
+        variants=parse_variants(args.variants),
+        size=args.size,
+        num=args.num if args.first is None else min(args.num, args.first),
+        seed=args.seed,
+        solvers=[s for s in solvers if s != "neural"],
+        time_limit=time_limits[0],
+        workers=args.workers,
+        models=models,
+        out=args.out,
+    )
+    print(
+        f"results: {args.out / 'results.csv'}, {args.out / 'models.csv'}, {args.out / 'table.txt'}"
+    )
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from nco.benchmark import (
         collect_instances,
@@ -123,6 +168,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.out is None:
         raise ValueError("--out RUN_DIR is required")
+    if args.problem == "mtvrp":
+        return _run_mtvrp(args, solvers, time_limits)
     if (args.dir is None) == (args.problem is None):
         raise ValueError(
             "give either an instance folder DIR or --problem (with --size/--num) for a generated set"
