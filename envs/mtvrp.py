@@ -1,6 +1,6 @@
-"""Multi-task vehicle routing (MTVRP): 16 CVRP variants in one batch (MVMoE / RouteFinder).
+"""Multi-task vehicle routing (MTVRP): 48 CVRP variants in one batch (MVMoE / RouteFinder).
 
-Every instance has a capacity (C) and any combination of four attributes; a batch may mix
+Every instance has a capacity (C) and any combination of the attributes below; a batch may mix
 variants, each instance carrying its own flags and data:
 
 * **O**, open routes: a vehicle does not return to the depot; the return leg costs 0 and counts
@@ -16,10 +16,24 @@ variants, each instance carrying its own flags and data:
 * **TW**, time windows: as :mod:`nco.envs.cvrptw` (waiting allowed, service starts no later than
   the window's end, travel time = distance); a closed route must be back by the depot's closing
   time, an open one need not.
+* **M**, mixed backhauls (with B data; RouteFinder's ``backhaul_class=2``): linehauls and
+  backhauls in any order; the vehicle leaves the depot with all of the route's linehauls, drops
+  each, picks each backhaul up, and the load on board must fit the capacity at every point.
+  The env tracks the route's peak of (picked up - delivered) so that a new linehaul, which
+  rides along from the depot, is allowed only if it fits at that peak.
+* **MD**, multi-depot: the first ``num_depots`` nodes are depots; a route starts at a depot and
+  returns to the same one. In the action sequence a depot chosen at a customer is the return
+  (only the route's own depot is allowed); a depot chosen at a depot is a zero-cost switch of
+  the next route's start, allowed once between two routes (again if no customer can be served
+  from there). Windows, distance limits and the closing time apply per route depot. A batch
+  has one number of depot slots; single-depot instances in an MD batch repeat their depot in
+  every slot (and never switch), which is one depot in effect.
 
-The variants are named ``[O]VRP[B][L][TW]`` (``CVRP`` when none is set), 16 in all:
-:data:`VARIANT_NAMES`, :data:`VARIANTS` (name -> :class:`Variant` flags) and
-:data:`TRAIN_VARIANTS` (the six MVMoE trains on).
+The 16 core variants ``[O]VRP[B][L][TW]`` (``CVRP`` when none is set) are
+:data:`VARIANT_NAMES` (ids 0..15); :data:`EXTENDED_VARIANT_NAMES` adds the 8 ``[O]VRPMB[L][TW]``
+and the 24 ``MD...`` variants (ids 16..47); :data:`ALL_VARIANT_NAMES` is both,
+:data:`VARIANTS` maps a name to its :class:`Variant` flags and :data:`TRAIN_VARIANTS` are the
+six MVMoE trains on.
 
 Tensor keys (batch [B], N nodes, node 0 the depot):
 
@@ -32,21 +46,24 @@ Tensor keys (batch [B], N nodes, node 0 the depot):
 * ``distance_limit`` [B]: +inf without L.
 * ``time_windows`` [B, N, 2], ``service_time`` [B, N]: without TW every window is [0, +inf)
   and every service time 0.
-* ``has_backhaul``, ``has_distance_limit``, ``has_time_windows`` [B] bool and ``variant`` [B]
-  int64 (index into :data:`VARIANT_NAMES`): the instance's variant. Together with
-  ``open_route`` these are the four attribute flags. Constraints and costs are read from the
+* ``has_backhaul``, ``has_distance_limit``, ``has_time_windows``, ``has_mixed_backhaul``,
+  ``has_multi_depot`` [B] bool, ``num_depots`` [B] int64 (equal within a batch) and
+  ``variant`` [B] int64 (index into :data:`ALL_VARIANT_NAMES`): the instance's variant.
+  Together with ``open_route`` these are the six attribute flags. Constraints and costs are read from the
   data (neutral data switches an attribute off); the flags tell the policy which variant it
   solves (e.g. a VRPB instance whose customers happen to all be linehauls) and must agree with
   the data: a flag that is off implies neutral data (:func:`to_variant` keeps them in step).
 
 State: ``current_node`` [B], ``used_capacity_linehaul`` / ``used_capacity_backhaul`` [B]
-(fractions of the capacity delivered / picked up on the current route), ``current_time`` [B]
+(fractions of the capacity delivered / picked up on the current route), ``peak_load`` [B]
+(M: the route's peak of picked up - delivered), ``route_depot`` [B] and ``depot_switched``
+[B] (MD), ``current_time`` [B]
 (departure time from the current node), ``current_route_length`` [B], ``visited`` [B, N],
 ``i`` [B], ``action_mask`` [B, N]. The fleet is unlimited: returning to the depot starts a new
 route at time ``time_windows[:, 0, 0]`` with length and loads 0. Each step's reward is minus
-the distance travelled (0 for the return leg of an open route), so the episode return is
-``-cost``. After the episode (every customer served, vehicle back at the depot) only the
-depot is allowed, at zero reward (padding).
+the distance travelled (0 for the return leg of an open route and for a depot switch), so the
+episode return is ``-cost``. After the episode (every customer served, vehicle back at a
+depot) only that depot is allowed, at zero reward (padding).
 
 Generator (:class:`MTVRPGenerator`), RouteFinder's distributions (Berto et al. 2024, which
 follows Liu et al. 2024 / MVMoE, Zhou et al. 2024):
@@ -66,11 +83,14 @@ follows Liu et al. 2024 / MVMoE, Zhou et al. 2024):
   ends early enough to return by ``max_time``: the depot's closing time never binds on its
   own). MVMoE's code draws windows differently (Li et al. 2021, horizon 3.0); not implemented;
 * the variant of each instance drawn from ``variants`` with ``variant_probs`` (uniform by
-  default; all 16 uniformly is RouteFinder's ``all`` preset), after all the data above, so
+  default; all 16 uniformly is RouteFinder's ``all`` preset), after the data above, so
   the same seed gives the same locations and demands whatever the variants; the attributes
-  the variant lacks are then neutralised (backhauls become linehauls of the same amount).
+  the variant lacks are then neutralised (backhauls become linehauls of the same amount);
+* MD: ``num_depots`` (default 3) depots uniform in the unit square, drawn last (the data
+  above stays that of one depot); windows and limits are relative to depot 0, so every
+  customer can be served from depot 0 and the other depots are extra options.
 
-Not done yet: :class:`~nco.envs.instance.Instance` cannot represent O, B or L, so MTVRP is
+Not done: :class:`~nco.envs.instance.Instance` cannot represent O, B, L, M or MD, so MTVRP is
 tensor-only (no VRPLIB files, no ``to_instance``/``from_instance``; :func:`check_routes`
 raises). The classical references solve the tensors directly: :mod:`nco.baselines.mtvrp`
 (PyVRP and OR-Tools, every attribute mapped).
