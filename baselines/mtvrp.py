@@ -131,7 +131,7 @@ class MTVRPResult:
 
     Attributes
     ----------
-    solver : ``"pyvrp"`` or ``"ortools"``.
+    solver : ``"pyvrp"``, ``"ortools"`` or ``"neural"`` (:func:`nco.solve_mtvrp`).
     variant : the instance's variant name (``[O]VRP[B][L][TW]``).
     routes : routes of customer node ids (depots excluded).
     cost : :func:`nco.envs.mtvrp.cost` of the routes (float, instance units).

@@ -603,6 +603,30 @@ def distances_to(td: TensorDict, node: torch.Tensor) -> torch.Tensor:
     return distance_rows(td, node)
 
 
+def _depot_serves(td: TensorDict, done: torch.Tensor) -> torch.Tensor:
+    """[B, N] bool: depot slots from which a fresh route can serve some customer not in
+    ``done`` (window, return before the depot closes, distance limit, capacity)."""
+    k = int(td["num_depots"].max())
+    n = td["locs"].shape[-2]
+    if "distance" in td.keys():
+        out_d = td["distance"][:, :k, :]  # [B, K, N] depot -> node
+        back_d = td["distance"][:, :, :k].transpose(1, 2)  # [B, K, N] node -> depot
+    else:
+        out_d = back_d = torch.cdist(td["locs"][:, :k], td["locs"])
+    tw = td["time_windows"]
+    start = torch.maximum(tw[:, :k, 0:1] + out_d, tw[:, None, :, 0])
+    closed = ~td["open_route"][:, None, None]
+    in_window = start <= tw[:, None, :, 1] + MASK_TOL
+    returns = (start + td["service_time"][:, None] + back_d <= tw[:, :k, 1:2] + MASK_TOL) | ~closed
+    tail = torch.where(closed, back_d, torch.zeros_like(back_d))
+    in_limit = out_d + tail <= td["distance_limit"][:, None, None] + MASK_TOL
+    fits = (td["demand_linehaul"] <= 1.0 + CAP_TOL) & (td["demand_backhaul"] <= 1.0 + CAP_TOL)
+    ok = in_window & returns & in_limit & (fits & ~done)[:, None]
+    serves = torch.zeros(td["locs"].shape[0], n, dtype=torch.bool, device=ok.device)
+    serves[:, :k] = ok.any(2)
+    return serves
+
+
 def mtvrp_mask(
     td: TensorDict,
     used_lh: torch.Tensor,
@@ -624,9 +648,10 @@ def mtvrp_mask(
 
     Depots: from a customer only the route's own depot (the return). At a depot, another
     depot (MD instances only) is a zero-cost switch of the next route's start, allowed once
-    between two routes unless no customer can be served from here. The current depot itself
-    is allowed only when no customer can be served and no switch is possible (the padding
-    action once every customer is served).
+    between two routes unless no customer can be served from here, and only to a depot from
+    which a new route can serve a customer (so a switch is always followed by a customer). The
+    current depot itself is allowed only when no customer can be served and no switch is
+    possible (the padding action once every customer is served).
     """
     zeros_b = torch.zeros_like(current)
     rd = zeros_b if route_depot is None else route_depot
@@ -661,6 +686,10 @@ def mtvrp_mask(
         & (idx != current[:, None])
         & (at_depot & td["has_multi_depot"] & left & (~was_switch | ~can_serve))[:, None]
     )
+    if td["has_multi_depot"].any():
+        # Only to a depot that can serve a customer, so a policy cannot switch back and forth
+        # between depots that serve nothing (every switch is followed by a customer).
+        switch = switch & _depot_serves(td, visited | depot)
     ret = ~at_depot[:, None] & (idx == rd[:, None])
     stay = (at_depot & ~can_serve & ~switch.any(1))[:, None] & (idx == current[:, None])
     return cust | ret | switch | stay

@@ -31,10 +31,11 @@ _EXPORTS: dict[str, str] = {
     "models": "nco.api",
     "solve": "nco.api",
     "solve_batch": "nco.api",
+    "solve_mtvrp": "nco.api",
 }
 
 if TYPE_CHECKING:
-    from nco.api import ModelCard, load_model, models, solve, solve_batch
+    from nco.api import ModelCard, load_model, models, solve, solve_batch, solve_mtvrp
     from nco.envs import (
         Instance,
         InstanceError,
@@ -79,4 +80,5 @@ __all__ = [
     "read_solution",
     "solve",
     "solve_batch",
+    "solve_mtvrp",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nco.baselines import Solver, get_solver
 from nco.checkpoints import load_model
@@ -23,10 +23,24 @@ from nco.solvers import (
     ModelSpec,
     NeuralSolver,
     checkpoint_info,
+    select_checkpoint,
     shipped_checkpoints,
 )
 
-__all__ = ["ModelCard", "default_time_limit", "load_model", "models", "solve", "solve_batch"]
+if TYPE_CHECKING:
+    from tensordict import TensorDict
+
+    from nco.baselines.mtvrp import MTVRPResult
+
+__all__ = [
+    "ModelCard",
+    "default_time_limit",
+    "load_model",
+    "models",
+    "solve",
+    "solve_batch",
+    "solve_mtvrp",
+]
 
 #: Default limit of the time-limited solvers: this many seconds per 100 nodes (at least 1 s).
 SECONDS_PER_100_NODES = 1.0
@@ -123,6 +137,109 @@ def solve_batch(
         batch_size=batch_size,
     )
     return solver.solve_many(insts, seed=seed)
+
+
+def solve_mtvrp(
+    td: TensorDict,
+    solver: str = "neural",
+    *,
+    model: ModelSpec = None,
+    time_limit: float | None = None,
+    seed: int = 0,
+    augment: int = 8,
+    device: str | None = None,
+    batch_size: int = 256,
+    workers: int = 1,
+) -> list[MTVRPResult]:
+    """Solve a batch of multi-variant VRP instances (:mod:`nco.envs.mtvrp` tensors, any mix of
+    the 48 variants) and return one checked result per instance, in order.
+
+    Parameters
+    ----------
+    td : MTVRP tensors with batch ``[B]``, e.g. from ``mtvrp.MTVRPGenerator`` or
+        ``mtvrp.make_instances`` (your own coordinates, demands, windows, ...).
+    solver : ``neural`` (a multi-variant checkpoint, POMO multistart greedy, best of the starts
+        and of ``augment`` (1 or 8) symmetric augmentations), ``pyvrp`` or ``ortools``.
+    model : neural only: checkpoint path, shipped name or ``(policy, info)``; None = the shipped
+        mtvrp checkpoint nearest in size.
+    time_limit : seconds per instance; required by ``pyvrp`` and ``ortools``, not taken by
+        ``neural``.
+    seed : PyVRP's seed.
+    augment, device, batch_size : neural decoding (device None = CUDA when available).
+    workers : classical solvers' worker processes.
+
+    Returns
+    -------
+    list[MTVRPResult]
+        Routes, start depots, float cost, and the independent checker's violations (empty =
+        feasible). A neural result's ``runtime`` is its share of the batched decoding time.
+    """
+    from nco.baselines.mtvrp import MTVRP_SOLVERS, MTVRPResult, solve_mtvrp_batch
+
+    if td.batch_dims != 1:
+        raise ValueError(f"solve_mtvrp takes a batch [B] of instances, got {list(td.batch_size)}")
+    if solver in MTVRP_SOLVERS:
+        if model is not None:
+            raise ValueError(f"solver {solver!r} takes no model")
+        if time_limit is None:
+            raise ValueError(f"solver {solver!r} needs time_limit (seconds per instance)")
+        return solve_mtvrp_batch(td, solver, time_limit=time_limit, seed=seed, workers=workers)
+    if solver != "neural":
+        raise ValueError(
+            f"unknown MTVRP solver {solver!r}; expected 'neural' or one of {MTVRP_SOLVERS}"
+        )
+    if time_limit is not None:
+        raise ValueError("solver 'neural' takes no time_limit (it decodes once, batched)")
+    import time
+
+    import torch
+
+    from nco.envs import get_problem, mtvrp
+    from nco.policies import DecodeConfig
+    from nco.solvers import _auto_device
+
+    dev = _auto_device(device)
+    size = int(td["locs"].shape[1]) - 1
+    if isinstance(model, tuple):
+        policy, info = model
+        policy = policy.to(dev).eval()
+    else:
+        spec = select_checkpoint("mtvrp", size) if model is None else model
+        policy, info = load_model(spec, problem="mtvrp", device=dev)
+    if info.get("problem") != "mtvrp":
+        raise ValueError(f"model was trained on problem {info.get('problem')!r}, not 'mtvrp'")
+    env = get_problem("mtvrp").make_env(num_loc=size, device=dev)
+    config = DecodeConfig(strategy="multistart_greedy", augment=augment, return_actions=False)
+    out: list[MTVRPResult] = []
+    for lo in range(0, td.shape[0], batch_size):
+        chunk = td[lo : lo + batch_size].to(dev)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            roll = policy(chunk, env, config)
+        assert roll.best_actions is not None
+        tours = roll.best_actions.cpu()
+        chunk = chunk.cpu()
+        costs = mtvrp.cost(chunk, tours).double().tolist()
+        violations = mtvrp.check(chunk, tours)
+        names = mtvrp.variant_names(chunk)
+        share = (time.perf_counter() - t0) / chunk.shape[0]
+        for b in range(chunk.shape[0]):
+            k = int(chunk["num_depots"][b])
+            routes, starts, _ = mtvrp.split_depot_routes(tours[b].tolist(), k)
+            out.append(
+                MTVRPResult(
+                    solver="neural",
+                    variant=names[b],
+                    routes=routes,
+                    cost=float(costs[b]),
+                    violations=violations[b],
+                    runtime=share,
+                    solver_feasible=not violations[b],
+                    metadata={"model": info.get("source", model), "augment": augment},
+                    depots=starts if k > 1 else [],
+                )
+            )
+    return out
 
 
 @dataclass(frozen=True)

@@ -209,26 +209,15 @@ def _run_model(
     batch_size: int,
     say: Callable[[str], None],
 ) -> tuple[dict[str, list[tuple[float, bool]]], dict[str, Any]]:
+    from nco.api import solve_mtvrp
     from nco.checkpoints import load_model
-    from nco.envs import get_problem, mtvrp
-    from nco.policies import DecodeConfig
 
     policy, info = load_model(spec, problem="mtvrp", device=device)
-    config = DecodeConfig(strategy="multistart_greedy", augment=8, return_actions=False)
     out: dict[str, list[tuple[float, bool]]] = {}
     t0 = time.perf_counter()
     for variant, td in sets.items():
-        env = get_problem("mtvrp").make_env(num_loc=td["locs"].shape[1] - 1, device=device)
-        results: list[tuple[float, bool]] = []
-        for lo in range(0, td.shape[0], batch_size):
-            chunk = td[lo : lo + batch_size].to(device)
-            with torch.no_grad():
-                roll = policy(chunk, env, config)
-            assert roll.best_actions is not None and roll.best_reward is not None
-            violations = mtvrp.check(chunk, roll.best_actions)
-            costs = (-roll.best_reward).double().cpu().tolist()
-            results.extend((c, not v) for c, v in zip(costs, violations, strict=True))
-        out[variant] = results
+        res = solve_mtvrp(td, model=(policy, info), device=device, batch_size=batch_size)
+        out[variant] = [(r.cost, r.feasible) for r in res]
     say(f"model {spec}: {len(sets)} variants in {time.perf_counter() - t0:.1f} s")
     return out, info
 

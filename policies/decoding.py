@@ -267,8 +267,9 @@ def _state(parts: PolicyParts, td_env: TensorDict, b: int, s: int) -> Tensor | N
 
 
 def _max_steps(n: int) -> int:
-    # VRP worst case: every customer on its own route (2 steps each); TSP: n steps.
-    return 2 * n + 2
+    # Worst case: every customer on its own route, reached after a depot switch (multi-depot
+    # mtvrp: switch, customer, return = 3 steps each); VRP without switches: 2; TSP: 1.
+    return 3 * n + 2
 
 
 # ----------------------------------------------------------------------------- main loop

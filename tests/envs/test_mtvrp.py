@@ -508,6 +508,38 @@ def test_multi_depot_time_windows_close_at_the_route_depot():
     assert kinds(td, [1, 4, 1, 0, 2, 3, 0]) == ["depot_return"]
 
 
+def test_switches_go_only_to_depots_that_can_serve_so_no_policy_loops():
+    # depot 1 closes at 0.05: no customer can be served from it, so it is never a switch target
+    tw = torch.tensor([[[0.0, 9.0], [0.0, 0.05], [0.0, 9.0], [0.0, 9.0], [0.0, 9.0]]])
+    td = _two_depots(time_windows=tw, service_time=torch.zeros(1, 5))
+    env = E.make("mtvrp", num_loc=4)
+    state = env.reset(td)
+    assert state["action_mask"][0].tolist() == [False, False, True, True, True]
+    # three depots where customer 5 is served only from depot 2: a policy that always prefers
+    # the lowest allowed depot (it looped 1 <-> 0 before) must reach customer 5 within 3n steps
+    locs = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.1, 0.0], [0.9, 1.0], [0.0, 0.98]]])
+    dem = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]])
+    tw = torch.tensor([[[0, 9], [0, 9], [0, 9], [0, 9], [0, 9], [0, 0.05]]], dtype=torch.float32)
+    td = make_instances(locs, dem, capacity=3.0, num_depots=3, time_windows=tw,
+                        service_time=torch.zeros(1, 6))  # fmt: skip
+    env = E.make("mtvrp", num_loc=5)
+    state = env.reset(td)
+    seq = []
+    for _ in range(3 * 6 + 2):
+        if state["done"].all():
+            break
+        mask = state["action_mask"][0]
+        cust = mask.clone()
+        cust[:3] = False
+        a = int(cust.nonzero()[0]) if cust.any() else int(mask.nonzero()[0])
+        seq.append(a)
+        state["action"] = torch.tensor([a])
+        state = env.step(state)["next"]
+    assert state["done"].all(), seq
+    assert kinds(td, seq) == []
+    assert 2 in seq and seq[seq.index(5) - 1] == 2  # customer 5 reached from depot 2
+
+
 def test_non_md_instances_in_an_md_batch_have_one_depot_in_effect():
     g = MTVRPGenerator(10, variants=("CVRP", "MDVRP"), num_depots=3)
     td = g(200, seed=0)
