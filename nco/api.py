@@ -236,7 +236,7 @@ def solve_mtvrp(
                     runtime=share,
                     solver_feasible=not violations[b],
                     metadata={"model": info.get("source", model), "augment": augment},
-                    depots=starts if k > 1 else [],
+                    depots=starts,
                 )
             )
     return out
