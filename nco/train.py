@@ -118,7 +118,9 @@ class TrainConfig:
     grad_clip : gradient-norm clip (0 disables).
     precision : Lightning precision (``32``, ``16-mixed``, ``bf16-mixed``, ...).
     aux_loss_weight : weight of the MoE auxiliary (balance + z) loss.
-    reward_norm : ``none`` | ``std`` | ``mean_abs``: divide advantages by a running scale.
+    reward_norm : ``none`` | ``std`` | ``mean_abs``: divide advantages by a running scale, kept
+        per variant for multi-variant problems. None = ``std`` for ``mtvrp`` (RouteFinder's
+        multi-task normalisation, which beat ``none`` in ``benchmarks/README.md``), else ``none``.
     reward_norm_decay : decay of that running estimate.
     ema_beta : decay of the ``exponential`` baseline.
     bl_eval_size, bl_alpha : ``rollout`` baseline: held instances for the epoch-end paired
@@ -162,7 +164,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "32"
     aux_loss_weight: float = 0.01
-    reward_norm: str = "none"
+    reward_norm: str | None = None
     reward_norm_decay: float = 0.99
     ema_beta: float = 0.8
     bl_eval_size: int = 1000
@@ -197,6 +199,10 @@ class TrainConfig:
             )
         elif self.variants is not None:
             object.__setattr__(self, "variants", tuple(self.variants))
+        if self.reward_norm is None:
+            # variants' costs differ in scale (a VRPTW route is ~2x an OVRP one); unnormalised
+            # advantages let the costly variants dominate the gradient
+            object.__setattr__(self, "reward_norm", "std" if self.problem == "mtvrp" else "none")
         choices = {
             "problem": available(),
             "distribution": DISTRIBUTIONS,

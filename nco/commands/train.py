@@ -77,7 +77,12 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ),
     ("--augment", "augment", int, "1 or 8 (dihedral augmentation of the training batch)"),
     ("--aux-loss-weight", "aux_loss_weight", float, "weight of the MoE balance + z losses"),
-    ("--reward-norm", "reward_norm", str, "advantage normalisation: none, std, mean_abs"),
+    (
+        "--reward-norm",
+        "reward_norm",
+        str,
+        "advantage normalisation: none, std, mean_abs (default: std per variant for mtvrp, else none)",
+    ),
     ("--accelerator", "accelerator", str, "Lightning accelerator: auto, cpu, gpu"),
     ("--devices", "devices", str, "number of devices or 'auto'"),
     ("--strategy", "strategy", str, "Lightning strategy: auto, ddp, ..."),

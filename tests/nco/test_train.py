@@ -153,6 +153,14 @@ def test_config_resolution_and_validation():
     moe = TrainConfig(preset="pomo", moe_experts=8, moe_k=1, moe_router="loss_free").policy_config()
     assert (moe.moe.num_experts, moe.moe.k, moe.moe.router) == (8, 1, "loss_free")
     assert TrainConfig.from_dict(_tiny_config().to_dict()) == _tiny_config()
+    # multi-variant training normalises rewards per variant unless told otherwise
+    assert TrainConfig(problem="mtvrp").reward_norm == "std"
+    assert TrainConfig(problem="cvrp").reward_norm == "none"
+    assert TrainConfig(problem="mtvrp", reward_norm="none").reward_norm == "none"
+    mt = TrainConfig(problem="mtvrp", preset="pomo")
+    assert TrainConfig.from_dict(mt.to_dict()) == mt
+    with pytest.raises(ValueError, match="reward-norm"):
+        TrainConfig(reward_norm="stdev")
     with pytest.raises(ValueError, match="batch-size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="unknown training option"):
