@@ -120,7 +120,7 @@ class TrainConfig:
     aux_loss_weight : weight of the MoE auxiliary (balance + z) loss.
     reward_norm : ``none`` | ``std`` | ``mean_abs``: divide advantages by a running scale, kept
         per variant for multi-variant problems. None = ``std`` for ``mtvrp`` (RouteFinder's
-        multi-task normalisation, which beat ``none`` in ``benchmarks/README.md``), else ``none``.
+        multi-task normalisation; measurements in ``benchmarks/README.md``), else ``none``.
     reward_norm_decay : decay of that running estimate.
     ema_beta : decay of the ``exponential`` baseline.
     bl_eval_size, bl_alpha : ``rollout`` baseline: held instances for the epoch-end paired
