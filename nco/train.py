@@ -199,16 +199,11 @@ class TrainConfig:
             )
         elif self.variants is not None:
             object.__setattr__(self, "variants", tuple(self.variants))
-        if self.reward_norm is None:
-            # variants' costs differ in scale (a VRPTW route is ~2x an OVRP one); unnormalised
-            # advantages let the costly variants dominate the gradient
-            object.__setattr__(self, "reward_norm", "std" if self.problem == "mtvrp" else "none")
         choices = {
             "problem": available(),
             "distribution": DISTRIBUTIONS,
             "preset": PRESETS,
             "lr_schedule": LR_SCHEDULES,
-            "reward_norm": REWARD_NORMS,
             "precision": PRECISIONS,
         }
         for name, allowed in choices.items():
@@ -218,6 +213,7 @@ class TrainConfig:
             "baseline": BASELINES,
             "decoding": STRATEGIES[:4],
             "moe_router": MOE_ROUTERS,
+            "reward_norm": REWARD_NORMS,
         }
         for name, allowed in optional_choices.items():
             if getattr(self, name) is not None and getattr(self, name) not in allowed:
@@ -328,7 +324,8 @@ class TrainConfig:
             raise ValueError(f"policy: {err}") from err
 
     def resolved(self) -> TrainConfig:
-        """Fill the preset-dependent defaults (``baseline``, ``decoding``) and validate the policy."""
+        """Fill the defaults that depend on other options (``baseline``, ``decoding``,
+        ``reward_norm``) and validate the policy."""
         pcfg = self.policy_config()
         decoding = self.decoding or pcfg.train_decoding
         if decoding not in ("sampling", "multistart_sampling", "greedy", "multistart_greedy"):
@@ -342,7 +339,10 @@ class TrainConfig:
             raise ValueError(
                 "baseline shared needs several rollouts per instance: use a multistart decoding, num-samples > 1 or augment 8"
             )
-        return self.replace(baseline=baseline, decoding=decoding)
+        # variants' costs differ in scale (a VRPTW route is ~2x an OVRP one); unnormalised
+        # advantages let the costly variants dominate the gradient
+        reward_norm = self.reward_norm or ("std" if self.problem == "mtvrp" else "none")
+        return self.replace(baseline=baseline, decoding=decoding, reward_norm=reward_norm)
 
     def steps_per_epoch(self, world_size: int = 1) -> int:
         """Optimizer steps per epoch and process."""

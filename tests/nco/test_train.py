@@ -154,10 +154,13 @@ def test_config_resolution_and_validation():
     assert (moe.moe.num_experts, moe.moe.k, moe.moe.router) == (8, 1, "loss_free")
     assert TrainConfig.from_dict(_tiny_config().to_dict()) == _tiny_config()
     # multi-variant training normalises rewards per variant unless told otherwise
-    assert TrainConfig(problem="mtvrp").reward_norm == "std"
-    assert TrainConfig(problem="cvrp").reward_norm == "none"
-    assert TrainConfig(problem="mtvrp", reward_norm="none").reward_norm == "none"
-    mt = TrainConfig(problem="mtvrp", preset="pomo")
+    assert TrainConfig(problem="mtvrp", preset="pomo").resolved().reward_norm == "std"
+    assert TrainConfig(problem="cvrp", preset="pomo").resolved().reward_norm == "none"
+    assert TrainConfig(problem="mtvrp", reward_norm="none").resolved().reward_norm == "none"
+    # a problem changed after construction still gets its own default
+    changed = TrainConfig(problem="cvrp", preset="pomo").replace(problem="mtvrp")
+    assert changed.resolved().reward_norm == "std"
+    mt = TrainConfig(problem="mtvrp", preset="pomo").resolved()
     assert TrainConfig.from_dict(mt.to_dict()) == mt
     with pytest.raises(ValueError, match="reward-norm"):
         TrainConfig(reward_norm="stdev")
