@@ -13,7 +13,9 @@ index, solver, time limit) already there, so an interrupted run resumes. Costs a
 :func:`nco.envs.mtvrp.cost` of each plan; ``feasible`` is the independent checker's verdict.
 
 Models: each checkpoint is decoded with POMO multistart greedy and 8 symmetric augmentations
-(best kept), checked by :func:`nco.envs.mtvrp.check`; rows in ``OUT/models.csv``.
+(best kept), checked by :func:`nco.envs.mtvrp.check`; rows go to ``OUT/models.csv`` one variant
+at a time, keyed by the SHA-256 of the checkpoint file, and a rerun reuses every variant already
+decoded by the same checkpoint bytes (a retrained ``best.ckpt`` is decoded afresh).
 
 Table (printed and written to ``OUT/table.txt``): per variant, the mean cost of each classical
 solver and each model's mean gap ``100 * (model / best - 1)`` over instances, ``best`` being
@@ -27,6 +29,7 @@ variants ("zero-shot") and, when present, the M/MD variants ("extended"); one li
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import multiprocessing
 import time
@@ -60,11 +63,24 @@ FIELDS = (
     "runtime",
     "num_routes",
 )
-MODEL_FIELDS = ("variant", "size", "num", "seed", "index", "model", "cost", "feasible")
+MODEL_FIELDS = (
+    "variant",
+    "size",
+    "num",
+    "seed",
+    "index",
+    "model",
+    "checkpoint_sha256",
+    "cost",
+    "feasible",
+)
 #: PyVRP's random seed for every instance (OR-Tools is deterministic).
 SOLVER_SEED = 0
 
 Key = tuple[str, int, int, int, int, str, float]
+#: (variant, size, num, seed, index, checkpoint digest): a model row is reused while the
+#: checkpoint file's bytes are unchanged, whatever its name.
+ModelKey = tuple[str, int, int, int, int, str]
 
 
 def parse_variants(text: str) -> tuple[str, ...]:
@@ -98,16 +114,18 @@ def make_test_set(variants: Sequence[str], size: int, num: int, seed: int) -> di
 
 
 # ----------------------------------------------------------------------------- classical
-def _key(row: dict[str, Any]) -> Key:
+def _instance_key(row: dict[str, Any]) -> tuple[str, int, int, int, int]:
     return (
         str(row["variant"]),
         int(row["size"]),
         int(row["num"]),
         int(row["seed"]),
         int(row["index"]),
-        str(row["solver"]),
-        round(float(row["time_limit"]), 6),
     )
+
+
+def _key(row: dict[str, Any]) -> Key:
+    return (*_instance_key(row), str(row["solver"]), round(float(row["time_limit"]), 6))
 
 
 def _read_rows(path: Path) -> dict[Key, dict[str, Any]]:
@@ -156,9 +174,9 @@ def _run_solvers(
 ) -> dict[Key, dict[str, Any]]:
     rows = _read_rows(path)
     jobs = [
-        ((v, size, num, seed, i, s, round(time_limit, 6)), td[i : i + 1])
-        for v, td in sets.items()
-        for i in range(num)
+        ((v, size, num, seed, i, s, round(time_limit, 6)), sets[v][i : i + 1])
+        for i in range(num)  # instance-major: a run cut short leaves every variant equally far
+        for v in sets
         for s in solvers
     ]
     jobs = [j for j in jobs if j[0] not in rows]
@@ -197,28 +215,80 @@ def _model_label(spec: str) -> str:
     p = Path(spec)
     if p.is_dir():
         return p.name
-    if p.suffix in (".ckpt", ".pt") and p.parent.name == "checkpoints":
+    if p.suffix == ".ckpt" and p.parent.name == "checkpoints":  # RUN/checkpoints/last.ckpt
         return p.parent.parent.name
     return p.stem if p.suffix else spec
 
 
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _model_key(row: dict[str, Any]) -> ModelKey:
+    return (*_instance_key(row), str(row["checkpoint_sha256"]))
+
+
+def _open_model_store(path: Path, say: Callable[[str], None]) -> dict[ModelKey, dict[str, Any]]:
+    """The rows already in ``path``; a file in another layout is replaced by an empty one."""
+    from nco.envs.io import atomic_write
+
+    if path.is_file() and path.stat().st_size > 0:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) == MODEL_FIELDS:
+                return {_model_key(r): r for r in reader}
+        say(f"{path}: columns are not {','.join(MODEL_FIELDS)} (an older nco?); starting it afresh")
+    with atomic_write(path) as f:
+        csv.DictWriter(f, fieldnames=MODEL_FIELDS).writeheader()
+    return {}
+
+
 def _run_model(
     spec: str,
+    label: str,
     sets: dict[str, TensorDict],
+    key: tuple[int, int, int],
     device: str,
     batch_size: int,
+    store: tuple[Path, dict[ModelKey, dict[str, Any]]],
     say: Callable[[str], None],
 ) -> tuple[dict[str, list[tuple[float, bool]]], dict[str, Any]]:
     from nco.api import solve_mtvrp
     from nco.checkpoints import load_model
 
+    size, num, seed = key
+    path, rows = store
     policy, info = load_model(spec, problem="mtvrp", device=device)
+    digest = _digest(Path(info["source"]))
     out: dict[str, list[tuple[float, bool]]] = {}
+    reused = 0
     t0 = time.perf_counter()
     for variant, td in sets.items():
+        keys = [(variant, size, num, seed, i, digest) for i in range(num)]
+        if all(k in rows for k in keys):
+            out[variant] = [(float(rows[k]["cost"]), bool(int(rows[k]["feasible"]))) for k in keys]
+            reused += 1
+            continue
         res = solve_mtvrp(td, model=(policy, info), device=device, batch_size=batch_size)
         out[variant] = [(r.cost, r.feasible) for r in res]
-    say(f"model {spec}: {len(sets)} variants in {time.perf_counter() - t0:.1f} s")
+        with path.open("a", newline="") as f:  # one variant at a time: a cut run keeps the rest
+            writer = csv.DictWriter(f, fieldnames=MODEL_FIELDS)
+            for k, r in zip(keys, res, strict=True):
+                row = dict(
+                    zip(MODEL_FIELDS[:5], k[:5], strict=True),
+                    model=label, checkpoint_sha256=digest,
+                    cost=f"{r.cost:.6f}", feasible=int(r.feasible),
+                )  # fmt: skip
+                rows[k] = row
+                writer.writerow(row)
+    say(
+        f"model {spec}: {len(sets) - reused} variants decoded in {time.perf_counter() - t0:.1f} s"
+        + (f", {reused} reused from {path}" if reused else "")
+    )
     return out, info
 
 
@@ -302,19 +372,13 @@ def run_mtvrp_benchmark(
     )
     results: dict[str, dict[str, list[tuple[float, bool]]]] = {}
     trained: dict[str, tuple[str, ...]] = {}
+    if models:
+        store = (out / "models.csv", _open_model_store(out / "models.csv", say))
     for spec, label in zip(models, labels, strict=True):
-        results[label], info = _run_model(spec, sets, device, batch_size, say)
+        results[label], info = _run_model(
+            spec, label, sets, (size, num, seed), device, batch_size, store, say
+        )
         trained[label] = _trained_variants(info)
-    with atomic_write(out / "models.csv") as f:
-        writer = csv.DictWriter(f, fieldnames=MODEL_FIELDS)
-        writer.writeheader()
-        for label, per in results.items():
-            for variant, res in per.items():
-                for i, (c, ok) in enumerate(res):
-                    writer.writerow(
-                        dict(variant=variant, size=size, num=num, seed=seed, index=i,
-                             model=label, cost=f"{c:.6f}", feasible=int(ok))
-                    )  # fmt: skip
 
     limit = round(time_limit, 6)
     classical: dict[str, dict[str, float]] = {s: {} for s in solvers}

@@ -18,7 +18,6 @@ pytest.importorskip("pyvrp")
 pytest.importorskip("ortools")
 
 
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     return train_tiny_mtvrp(tmp_path_factory.mktemp("m") / "tiny-pomo", "pomo", size=6)
@@ -74,10 +73,49 @@ def test_benchmark_command_table_and_resume(tiny_model, tmp_path, capsys):
     )
     line = next(ln for ln in table.splitlines() if ln.startswith("CVRP*"))
     assert float(line.split()[4]) == pytest.approx(gap_cvrp, abs=0.006)
-    # a rerun solves nothing again
+    # a rerun solves nothing again and reuses every model row
     assert cli_main(argv) == 0
-    assert "0 runs to do" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "0 runs to do" in text and "0 variants decoded" in text and "5 reused" in text
     assert len(_table_rows(out / "results.csv")) == 20
+    assert len(_table_rows(out / "models.csv")) == 10
+    assert (out / "table.txt").read_text() == table
+
+
+def test_benchmark_model_rows_follow_the_checkpoint_bytes(tiny_model, tmp_path, capsys):
+    """Model rows are keyed by the checkpoint file's digest: the same bytes under another name
+    are reused, changed bytes are decoded afresh; a shipped-style ``.pt`` is named by its stem."""
+    from nco.checkpoints import export_model, resolve_checkpoint
+
+    ckpt_dir = tmp_path / "data" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    first = export_model(resolve_checkpoint(tiny_model), ckpt_dir / "first.pt")
+    same = ckpt_dir / "same.pt"
+    same.write_bytes(first.read_bytes())
+    out = tmp_path / "mt"
+    argv = [
+        "benchmark", "--problem", "mtvrp", "--size", "6", "--num", "2",
+        "--variants", "CVRP,OVRP", "--solvers", "pyvrp,neural",
+        "--time-limits", "0.2", "--out", str(out),
+    ]  # fmt: skip
+    assert cli_main([*argv, "--model", str(first)]) == 0
+    assert "model " + str(first) + ": 2 variants decoded" in capsys.readouterr().out
+    assert cli_main([*argv, "--model", f"{first},{same}"]) == 0
+    text = capsys.readouterr().out
+    assert "RESULT model=first " in text and "RESULT model=same " in text
+    assert text.count("0 variants decoded") == 2 and text.count("2 reused") == 2
+    blob = torch.load(same, weights_only=True)
+    blob["info"] = {**blob["info"], "note": "re-exported"}
+    torch.save(blob, same)
+    assert cli_main([*argv, "--model", str(same)]) == 0
+    assert "2 variants decoded" in capsys.readouterr().out
+    rows = _table_rows(out / "models.csv")
+    assert len(rows) == 2 * 2 * 2 and len({r["checkpoint_sha256"] for r in rows}) == 2
+    # a models.csv in an older layout is started afresh instead of being appended to
+    (out / "models.csv").write_text("variant,size,num,seed,index,model,cost,feasible\n")
+    assert cli_main([*argv, "--model", str(first)]) == 0
+    assert "starting it afresh" in capsys.readouterr().out
+    assert len(_table_rows(out / "models.csv")) == 2 * 2
 
 
 def test_benchmark_command_mtvrp_errors(tiny_model, tmp_path, capsys):
