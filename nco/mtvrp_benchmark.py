@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import multiprocessing
 import time
@@ -128,11 +129,30 @@ def _key(row: dict[str, Any]) -> Key:
     return (*_instance_key(row), str(row["solver"]), round(float(row["time_limit"]), 6))
 
 
-def _read_rows(path: Path) -> dict[Key, dict[str, Any]]:
-    if not path.is_file():
-        return {}
+def _read_csv(
+    path: Path, fields: Sequence[str], key: Callable[[dict[str, Any]], Any]
+) -> dict[Any, dict[str, Any]]:
+    """{key: row} of a results file; a line cut short by a killed run is skipped (its job is
+    simply run again), and a missing final newline is restored so appended rows stay whole."""
+    rows: dict[Any, dict[str, Any]] = {}
     with path.open(newline="") as f:
-        return {_key(r): r for r in csv.DictReader(f)}
+        for r in csv.DictReader(f):
+            if None in r or any(r.get(k) in (None, "") for k in fields):
+                continue
+            try:
+                float(r["cost"]), int(r["feasible"])
+                rows[key(r)] = r
+            except ValueError:
+                continue
+    with path.open("rb+") as f:
+        end = f.seek(0, 2)
+        if end and (f.seek(end - 1), f.read(1))[1] != b"\n":
+            f.write(b"\n")
+    return rows
+
+
+def _read_rows(path: Path) -> dict[Key, dict[str, Any]]:
+    return _read_csv(path, FIELDS, _key) if path.is_file() else {}
 
 
 def _job(args: tuple[Key, TensorDict]) -> tuple[Key, dict[str, Any]]:
@@ -238,9 +258,9 @@ def _open_model_store(path: Path, say: Callable[[str], None]) -> dict[ModelKey, 
 
     if path.is_file() and path.stat().st_size > 0:
         with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) == MODEL_FIELDS:
-                return {_model_key(r): r for r in reader}
+            same = tuple(csv.DictReader(f).fieldnames or ()) == MODEL_FIELDS
+        if same:
+            return _read_csv(path, MODEL_FIELDS, _model_key)
         say(f"{path}: columns are not {','.join(MODEL_FIELDS)} (an older nco?); starting it afresh")
     with atomic_write(path) as f:
         csv.DictWriter(f, fieldnames=MODEL_FIELDS).writeheader()
@@ -275,16 +295,18 @@ def _run_model(
             continue
         res = solve_mtvrp(td, model=(policy, info), device=device, batch_size=batch_size)
         out[variant] = [(r.cost, r.feasible) for r in res]
-        with path.open("a", newline="") as f:  # one variant at a time: a cut run keeps the rest
-            writer = csv.DictWriter(f, fieldnames=MODEL_FIELDS)
-            for k, r in zip(keys, res, strict=True):
-                row = dict(
-                    zip(MODEL_FIELDS[:5], k[:5], strict=True),
-                    model=label, checkpoint_sha256=digest,
-                    cost=f"{r.cost:.6f}", feasible=int(r.feasible),
-                )  # fmt: skip
-                rows[k] = row
-                writer.writerow(row)
+        block = io.StringIO()
+        writer = csv.DictWriter(block, fieldnames=MODEL_FIELDS)
+        for k, r in zip(keys, res, strict=True):
+            row = dict(
+                zip(MODEL_FIELDS[:5], k[:5], strict=True),
+                model=label, checkpoint_sha256=digest,
+                cost=f"{r.cost:.6f}", feasible=int(r.feasible),
+            )  # fmt: skip
+            rows[k] = row
+            writer.writerow(row)
+        with path.open("a", newline="") as f:  # one variant per write: a cut run keeps the rest
+            f.write(block.getvalue())
     say(
         f"model {spec}: {len(sets) - reused} variants decoded in {time.perf_counter() - t0:.1f} s"
         + (f", {reused} reused from {path}" if reused else "")

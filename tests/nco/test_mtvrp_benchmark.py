@@ -116,6 +116,15 @@ def test_benchmark_model_rows_follow_the_checkpoint_bytes(tiny_model, tmp_path, 
     assert cli_main([*argv, "--model", str(first)]) == 0
     assert "starting it afresh" in capsys.readouterr().out
     assert len(_table_rows(out / "models.csv")) == 2 * 2
+    # a line cut short by a killed run is run again, and the rows appended after it stay whole
+    for name in ("results.csv", "models.csv"):
+        text = (out / name).read_text()
+        (out / name).write_text(text[: text.rstrip("\n").rindex("\n") + 12])
+    assert cli_main([*argv, "--model", str(first)]) == 0
+    text = capsys.readouterr().out
+    assert "1 runs to do" in text and "1 variants decoded" in text and "1 reused" in text
+    assert len(_table_rows(out / "results.csv")) == 2 * 2 + 1
+    assert all(r["feasible"] in ("0", "1") for r in _table_rows(out / "models.csv")[-2:])
 
 
 def test_benchmark_command_mtvrp_errors(tiny_model, tmp_path, capsys):
