@@ -131,12 +131,16 @@ def _key(row: dict[str, Any]) -> Key:
 
 def _read_csv(
     path: Path, fields: Sequence[str], key: Callable[[dict[str, Any]], Any]
-) -> dict[Any, dict[str, Any]]:
-    """{key: row} of a results file; a line cut short by a killed run is skipped (its job is
-    simply run again), and a missing final newline is restored so appended rows stay whole."""
+) -> dict[Any, dict[str, Any]] | None:
+    """{key: row} of a results file, None when its columns are not ``fields``; a line cut short
+    by a killed run is skipped (its job is simply run again), and a missing final newline is
+    restored so appended rows stay whole."""
     rows: dict[Any, dict[str, Any]] = {}
     with path.open(newline="") as f:
-        for r in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != tuple(fields):
+            return None
+        for r in reader:
             if None in r or any(r.get(k) in (None, "") for k in fields):
                 continue
             try:
@@ -152,7 +156,14 @@ def _read_csv(
 
 
 def _read_rows(path: Path) -> dict[Key, dict[str, Any]]:
-    return _read_csv(path, FIELDS, _key) if path.is_file() else {}
+    if not path.is_file() or path.stat().st_size == 0:
+        return {}
+    rows = _read_csv(path, FIELDS, _key)
+    if rows is None:
+        raise ValueError(
+            f"{path}: columns are not {','.join(FIELDS)}; move it aside or choose another --out"
+        )
+    return rows
 
 
 def _job(args: tuple[Key, TensorDict]) -> tuple[Key, dict[str, Any]]:
@@ -257,10 +268,9 @@ def _open_model_store(path: Path, say: Callable[[str], None]) -> dict[ModelKey, 
     from nco.envs.io import atomic_write
 
     if path.is_file() and path.stat().st_size > 0:
-        with path.open(newline="") as f:
-            same = tuple(csv.DictReader(f).fieldnames or ()) == MODEL_FIELDS
-        if same:
-            return _read_csv(path, MODEL_FIELDS, _model_key)
+        rows = _read_csv(path, MODEL_FIELDS, _model_key)
+        if rows is not None:
+            return rows
         say(f"{path}: columns are not {','.join(MODEL_FIELDS)} (an older nco?); starting it afresh")
     with atomic_write(path) as f:
         csv.DictWriter(f, fieldnames=MODEL_FIELDS).writeheader()

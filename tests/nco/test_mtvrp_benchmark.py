@@ -147,3 +147,8 @@ def test_benchmark_command_mtvrp_errors(tiny_model, tmp_path, capsys):
     assert "one limit" in capsys.readouterr().err
     assert cli_main([*base, "--solvers", "pyvrp", "--variants", "VRPQ"]) == 2
     assert "VRPQ" in capsys.readouterr().err
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "results.csv").write_text("a,b\n1,2\n")
+    assert cli_main([*base, "--solvers", "pyvrp", "--variants", "CVRP"]) == 2
+    assert "results.csv: columns are not variant," in capsys.readouterr().err
+    assert (tmp_path / "e" / "results.csv").read_text() == "a,b\n1,2\n"
