@@ -137,21 +137,21 @@ def _read_csv(
     restored so appended rows stay whole."""
     rows: dict[Any, dict[str, Any]] = {}
     with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != tuple(fields):
-            return None
-        for r in reader:
-            if None in r or any(r.get(k) in (None, "") for k in fields):
-                continue
-            try:
-                float(r["cost"]), int(r["feasible"])
-                rows[key(r)] = r
-            except ValueError:
-                continue
-    with path.open("rb+") as f:
-        end = f.seek(0, 2)
-        if end and (f.seek(end - 1), f.read(1))[1] != b"\n":
-            f.write(b"\n")
+        text = f.read()
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if tuple(reader.fieldnames or ()) != tuple(fields):
+        return None
+    for r in reader:
+        if None in r or any(r.get(k) in (None, "") for k in fields):
+            continue
+        try:
+            float(r["cost"]), int(r["feasible"])
+            rows[key(r)] = r
+        except ValueError:
+            continue
+    if text and not text.endswith("\n"):  # written only when cut: a read-only file still reads
+        with path.open("a", newline="") as f:
+            f.write("\n")
     return rows
 
 
