@@ -1,17 +1,25 @@
-"""Shipped neural solver and hybrid on CVRPLib X instances, against the best-known solutions.
+"""The neural solver on CVRPLib X and TSPLIB: gap to the best-known value, seconds and peak
+memory per instance, by size band.
 
-For every ``X-n*.vrp`` with at most ``--max-customers`` customers in the given folders (default:
-``data/instances`` and ``../shared/data/cvrplib-x``), solve with
+For every instance of the shared sets (``../shared/data/cvrplib-x``: 31 X instances with 100-1000
+customers; ``../shared/data/tsplib``: 21 instances with 51-1002 cities), with at most
+``--max-n`` customers/cities, solve with the shipped checkpoint nearest in size (or
+``--model`` / ``--tsp-model``) in these configurations (``--configs``):
 
-* ``neural x8``: the shipped checkpoint nearest in size, POMO multistart greedy, x8 augmentation;
-* ``neural x8 + LS``: the same, refined by the numba local search;
-* ``hybrid``: neural warm start + PyVRP with 1 s per 100 customers in total;
+* ``default``: ``nco.solve(inst, solver="neural")`` as a user gets it: POMO multistart greedy
+  x8 augmentation, every start up to ~250 nodes and a planned, randomly chosen subset above
+  (the decode plan of :func:`nco.policies.decoding.plan_decode`);
+* ``x8``: every start, x8 augmentation (the full POMO inference; slow at 1000 nodes);
+* ``ls``: ``default`` + the numba local search (``refine=True``);
+* ``limit``: ``default`` under ``time_limit = --time-limit`` seconds.
 
-and print one row per instance (cost, gap to the best-known value from the ``.sol`` next to the
-file) and the mean gaps. Last line: ``RESULT x_instances=K neural_x8_gap=... neural_x8_ls_gap=...
-hybrid_gap=...``.
+Each solve is checked by the independent checker. Peak RSS is the process's resident memory
+sampled every 2 ms during the solve (model and interpreter included). Rows are printed per
+instance, then a table per set and size band (<= 300 and > 300 customers): mean gap, median
+seconds, the largest peak RSS. The last line is ``RESULT ...`` with the band means.
 
-Usage: ``python benchmarks/neural_x.py [DIR ...] [--max-customers 300] [--csv rows.csv]``
+Usage: ``python benchmarks/neural_x.py [--sets x,tsplib] [--configs default,x8,ls]
+[--max-n 1000] [--model CKPT] [--csv rows.csv] [--threads 2]``
 """
 
 from __future__ import annotations
@@ -19,91 +27,170 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import nco
-from nco.benchmark import reference_cost_from_sol
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DIRS = (ROOT / "data" / "instances", ROOT.parent / "shared" / "data" / "cvrplib-x")
+SHARED = ROOT.parent / "shared" / "data"
+SETS = {"x": ("cvrplib-x", "X-n*.vrp"), "tsplib": ("tsplib", "*.tsp")}
+CONFIGS = ("default", "x8", "ls", "limit")
+BAND = 300
+
+
+class PeakRSS:
+    """Largest resident set size (GB) of this process while the ``with`` block runs."""
+
+    def __init__(self, every: float = 0.002) -> None:
+        self.every = every
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def now() -> float:
+        """Current resident set size in GB (Linux ``/proc``)."""
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * 4096 / 1e9
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            time.sleep(self.every)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self.now()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+def best_known(set_dir: str) -> dict[str, float]:
+    """Best-known values of one shared set from ``bks.csv``."""
+    with (SHARED / "bks.csv").open() as fh:
+        return {r["instance"]: float(r["bks"]) for r in csv.DictReader(fh) if r["set"] == set_dir}
+
+
+def solve(inst: nco.Instance, config: str, model: str | None, limit: float) -> Any:
+    """One configured neural solve."""
+    opts: dict[str, Any] = {"model": model}
+    if config == "x8":
+        opts["num_starts"] = inst.num_nodes  # capped to every candidate start
+    if config == "ls":
+        opts["refine"] = True
+    return nco.solve(
+        inst, solver="neural", time_limit=limit if config == "limit" else None, **opts
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Solve, print the table and the RESULT line."""
+    """Solve every instance in every configuration, print the tables and the RESULT line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dirs", nargs="*", type=Path, default=list(DEFAULT_DIRS))
-    ap.add_argument("--max-customers", type=int, default=300)
-    ap.add_argument("--model", default=None, help="checkpoint (default: shipped, nearest size)")
+    ap.add_argument("--sets", default="x,tsplib", help="comma-separated: x, tsplib")
+    ap.add_argument("--configs", default="default,x8,ls", help=f"comma-separated: {CONFIGS}")
+    ap.add_argument("--max-n", type=int, default=1000, help="largest instance (customers/cities)")
+    ap.add_argument("--x8-max-n", type=int, default=1000, help="largest instance for x8")
+    ap.add_argument("--time-limit", type=float, default=5.0, help="seconds, config 'limit'")
+    ap.add_argument("--model", default=None, help="CVRP checkpoint (default: shipped, nearest)")
+    ap.add_argument("--tsp-model", default=None, help="TSP checkpoint (default: shipped)")
     ap.add_argument("--csv", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
-
-    files: dict[str, Path] = {}
-    for d in args.dirs:
-        if d.is_dir():
-            for f in sorted(d.glob("X-n*.vrp")):
-                files.setdefault(f.stem, f)
-    rows = []
-    print(
-        f"{'instance':<16}{'n':>5}{'BKS':>9}{'neural x8':>11}{'gap%':>7}{'+LS':>9}{'gap%':>7}"
-        f"{'hybrid':>9}{'gap%':>7}{'s':>6}"
-    )
-    for name, path in sorted(files.items(), key=lambda kv: (nco.load(kv[1]).num_customers, kv[0])):
-        inst = nco.load(path)
-        if inst.num_customers > args.max_customers:
+    torch.set_num_threads(args.threads)
+    configs = [c for c in args.configs.split(",") if c]
+    bad = sorted(set(configs) - set(CONFIGS))
+    if bad:
+        ap.error(f"unknown configs {bad}; expected some of {CONFIGS}")
+    rows: list[dict[str, Any]] = []
+    for key in [s for s in args.sets.split(",") if s]:
+        set_dir, pattern = SETS[key]
+        folder = SHARED / set_dir
+        if not folder.is_dir():
+            print(f"{set_dir}: not found at {folder}; skipped")
             continue
-        bks = reference_cost_from_sol(path, inst)
-        if not bks:
-            continue
-        neural = nco.solve(inst, solver="neural", model=args.model, augment=8)
-        refined = nco.solve(inst, solver="neural", model=args.model, augment=8, refine=True)
-        limit = inst.num_customers / 100.0
-        hybrid = nco.solve(inst, solver="hybrid", model=args.model, time_limit=limit)
-        row = {
-            "instance": name,
-            "n": inst.num_customers,
-            "bks": bks,
-            "model": neural.metadata.get("model"),
-            "neural_x8": neural.cost,
-            "neural_x8_gap": 100 * (neural.cost / bks - 1),
-            "neural_x8_s": neural.runtime,
-            "neural_x8_ls": refined.cost,
-            "neural_x8_ls_gap": 100 * (refined.cost / bks - 1),
-            "hybrid": hybrid.cost,
-            "hybrid_gap": 100 * (hybrid.cost / bks - 1),
-            "hybrid_limit_s": limit,
-            "feasible": neural.feasible and refined.feasible and hybrid.feasible,
-        }
-        rows.append(row)
-        print(
-            f"{name:<16}{row['n']:>5}{bks:>9.0f}{neural.cost:>11.0f}{row['neural_x8_gap']:>7.2f}"
-            f"{refined.cost:>9.0f}{row['neural_x8_ls_gap']:>7.2f}{hybrid.cost:>9.0f}"
-            f"{row['hybrid_gap']:>7.2f}{limit:>6.1f}",
-            flush=True,
+        bks = best_known(set_dir)
+        model = args.tsp_model if key == "tsplib" else args.model
+        insts = sorted(
+            (nco.load(f) for f in folder.glob(pattern) if f.stem in bks),
+            key=lambda i: (i.num_customers, i.name),
         )
+        print(f"\n{set_dir}: {len(insts)} instances")
+        if insts:  # warm-up: model loading and kernel compilation are not solving time
+            nco.solve(insts[0], solver="neural", model=model)
+        print(f"{'instance':<16}{'n':>5}{'config':>9}{'cost':>11}{'gap%':>8}{'s':>8}{'GB':>6}")
+        for inst in insts:
+            n = inst.num_customers
+            if n > args.max_n:
+                continue
+            ref = bks[inst.name]
+            for config in configs:
+                if config == "x8" and n > args.x8_max_n:
+                    continue
+                with PeakRSS() as mem:
+                    t = time.perf_counter()
+                    sol = solve(inst, config, model, args.time_limit)
+                    dt = time.perf_counter() - t
+                gap = 100 * (sol.cost / ref - 1)
+                row = {
+                    "set": set_dir,
+                    "instance": inst.name,
+                    "n": n,
+                    "config": config,
+                    "cost": sol.cost,
+                    "bks": ref,
+                    "gap": gap,
+                    "seconds": dt,
+                    "peak_rss_gb": mem.peak,
+                    "feasible": sol.feasible,
+                    "starts": sol.metadata.get("num_starts"),
+                    "transforms": sol.metadata.get("transforms"),
+                    "model": Path(str(sol.metadata.get("model"))).stem,
+                }
+                rows.append(row)
+                flag = "" if sol.feasible else "  INFEASIBLE"
+                print(
+                    f"{inst.name:<16}{n:>5}{config:>9}{sol.cost:>11.0f}{gap:>8.2f}{dt:>8.2f}"
+                    f"{mem.peak:>6.2f}{flag}",
+                    flush=True,
+                )
     if not rows:
-        print("no X instances found")
+        print("no instances found")
         return 1
     if args.csv is not None:
         with args.csv.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    means = {
-        k: statistics.fmean(r[k] for r in rows)
-        for k in ("neural_x8_gap", "neural_x8_ls_gap", "hybrid_gap")
-    }
-    print(
-        f"mean over {len(rows)} instances: neural x8 {means['neural_x8_gap']:+.2f}%, "
-        f"+LS {means['neural_x8_ls_gap']:+.2f}%, hybrid {means['hybrid_gap']:+.2f}%; "
-        f"all feasible: {all(r['feasible'] for r in rows)}"
-    )
-    print(
-        f"RESULT x_instances={len(rows)} neural_x8_gap={means['neural_x8_gap']:.2f} "
-        f"neural_x8_ls_gap={means['neural_x8_ls_gap']:.2f} hybrid_gap={means['hybrid_gap']:.2f}"
-    )
+    print(f"\n{'set':<11}{'band':<8}{'config':<9}{'inst':>5}{'mean gap%':>11}{'median s':>10}"
+          f"{'max GB':>8}")
+    result = []
+    for set_dir in dict.fromkeys(r["set"] for r in rows):
+        for band, sel in (("<=300", lambda n: n <= BAND), (">300", lambda n: n > BAND),
+                          ("all", lambda n: True)):
+            for config in configs:
+                rs = [r for r in rows if r["set"] == set_dir and r["config"] == config
+                      and sel(r["n"])]
+                if not rs:
+                    continue
+                gap = statistics.fmean(r["gap"] for r in rs)
+                sec = statistics.median(r["seconds"] for r in rs)
+                mem = max(r["peak_rss_gb"] for r in rs)
+                print(f"{set_dir:<11}{band:<8}{config:<9}{len(rs):>5}{gap:>11.2f}{sec:>10.2f}"
+                      f"{mem:>8.2f}")
+                result.append(f"{set_dir}_{config}_{band.replace('<=', 'le').replace('>', 'gt')}"
+                              f"={gap:.2f}")
+    print(f"all feasible: {all(r['feasible'] for r in rows)}")
+    print("RESULT " + " ".join(result))
     return 0
 
 

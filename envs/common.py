@@ -302,6 +302,8 @@ class Problem:
     #: False for tensor-only problems whose attributes :class:`Instance` (and so VRPLIB files and
     #: the classical solvers) cannot represent yet.
     file_io: bool = True
+    #: Instance distributions its generator takes (``distribution=``).
+    distributions: tuple[str, ...] = DISTRIBUTIONS
 
     def _require_file_io(self) -> None:
         if not self.file_io:

@@ -41,6 +41,7 @@ from nco.envs.common import (
     tour_length,
 )
 from nco.envs.instance import FEAS_TOL, Instance, Violation
+from nco.envs.uchoa import UchoaGenerator
 from nco.kernels.masks import cvrp_mask as fused_cvrp_mask
 
 #: Slack on normalised loads: float32 sums of demand/capacity fractions may exceed 1 by
@@ -48,6 +49,9 @@ from nco.kernels.masks import cvrp_mask as fused_cvrp_mask
 CAP_TOL = 1e-5
 
 INSTANCE_KEYS = ("locs", "demand", "capacity")
+
+#: The coordinate distributions shared with the other problems, plus ``uchoa`` (CVRP only).
+CVRP_DISTRIBUTIONS = (*DISTRIBUTIONS, "uchoa")
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,10 @@ class CVRPGenerator:
     ----------
     num_loc : number of customers (the instance has ``num_loc + 1`` nodes).
     distribution : coordinate distribution, ``uniform``, ``clustered`` or ``mixed`` (the depot
-        is always uniform).
+        is always uniform); or ``uchoa``: X-like instances of
+        :class:`~nco.envs.uchoa.UchoaGenerator` (all its attributes ``mix``), which draws the
+        depot, customers, demands and a capacity PER INSTANCE, so ``capacity``, ``min_demand``
+        and ``max_demand`` must keep their defaults and :attr:`vehicle_capacity` raises.
     capacity : vehicle capacity; default :func:`~nco.envs.common.standard_capacity`.
     min_demand, max_demand : demands are uniform integers in [min_demand, max_demand].
     """
@@ -72,9 +79,16 @@ class CVRPGenerator:
     def __post_init__(self) -> None:
         if self.num_loc < 1:
             raise ValueError(f"num_loc must be >= 1, got {self.num_loc}")
-        if self.distribution not in DISTRIBUTIONS:
+        if self.distribution not in CVRP_DISTRIBUTIONS:
             raise ValueError(
-                f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}"
+                f"distribution must be one of {CVRP_DISTRIBUTIONS}, got {self.distribution!r}"
+            )
+        if self.distribution == "uchoa" and (
+            self.capacity is not None or (self.min_demand, self.max_demand) != (1, 9)
+        ):
+            raise ValueError(
+                "distribution 'uchoa' draws demands and a capacity per instance; leave "
+                "capacity, min_demand and max_demand unset"
             )
         if not 1 <= self.min_demand <= self.max_demand:
             raise ValueError(
@@ -85,7 +99,11 @@ class CVRPGenerator:
 
     @property
     def vehicle_capacity(self) -> float:
-        """The capacity used (explicit or standard)."""
+        """The capacity used (explicit or standard); ``uchoa`` has none (ValueError)."""
+        if self.distribution == "uchoa":
+            raise ValueError(
+                "distribution 'uchoa' draws the capacity per instance; read td['capacity']"
+            )
         return (
             float(self.capacity) if self.capacity is not None else standard_capacity(self.num_loc)
         )
@@ -99,6 +117,8 @@ class CVRPGenerator:
         device: str | torch.device = "cpu",
     ) -> TensorDict:
         """Generate a batch -> TensorDict with ``locs``, ``demand``, ``capacity``."""
+        if self.distribution == "uchoa":
+            return UchoaGenerator(self.num_loc)(batch_size, seed=seed, rng=rng, device=device)
         (b,) = (batch_size,) if isinstance(batch_size, int) else tuple(batch_size)
         g = rng if rng is not None else make_rng(as_seed(seed), device)
         depot = torch.rand(b, 1, 2, generator=g, device=device)
@@ -335,4 +355,5 @@ PROBLEM = Problem(
     num_starts=num_starts,
     start_nodes=start_nodes,
     instance_keys=INSTANCE_KEYS,
+    distributions=CVRP_DISTRIBUTIONS,
 )

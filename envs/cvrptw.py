@@ -25,6 +25,7 @@ from torchrl.envs import EnvBase
 
 from nco.envs import cvrp
 from nco.envs.common import (
+    DISTRIBUTIONS,
     Problem,
     distance_rows,
     flat_batch,
@@ -62,6 +63,12 @@ class CVRPTWGenerator:
     max_time: float = 4.6
 
     def __post_init__(self) -> None:
+        if self.distribution not in DISTRIBUTIONS:
+            # the X-like CVRP distribution sets capacities per instance; time windows would need
+            # their own Solomon-like model
+            raise ValueError(
+                f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}"
+            )
         CVRPGenerator(self.num_loc, self.distribution, self.capacity, self.min_demand, self.max_demand)
         if self.max_time < 2 * np.sqrt(2) + 0.38:
             raise ValueError(f"max_time {self.max_time} is too short for the unit square (need >= 3.21)")

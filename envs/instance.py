@@ -20,11 +20,25 @@ from tensordict import TensorDict
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-#: Distance conventions. EUC_2D/CEIL_2D/FLOOR_2D are TSPLIB's; SOLOMON truncates the
-#: Euclidean distance to one decimal (DIMACS/CVRPLIB convention for the Solomon sets);
-#: EXACT is the unrounded Euclidean distance used for generated instances; EXPLICIT means
-#: the matrix came from the file (possibly asymmetric).
-CONVENTIONS = ("EUC_2D", "CEIL_2D", "FLOOR_2D", "SOLOMON", "EXACT", "EXPLICIT")
+#: TSPLIB 95 edge weight types computed from 2-D node coordinates (Reinelt 1995, section 2):
+#: EUC_2D (Euclidean, nearest integer), CEIL_2D, FLOOR_2D, ATT (pseudo-Euclidean, rounded
+#: up), GEO (great-circle on the idealised sphere, coordinates as DDD.MM degrees and minutes),
+#: MAN_2D (Manhattan) and MAX_2D (maximum norm). Files store them as such.
+TSPLIB_COORD_TYPES = ("EUC_2D", "CEIL_2D", "FLOOR_2D", "ATT", "GEO", "MAN_2D", "MAX_2D")
+
+#: Distance conventions: the TSPLIB coordinate types above; SOLOMON truncates the Euclidean
+#: distance to one decimal (DIMACS/CVRPLIB convention for the Solomon sets); EXACT is the
+#: unrounded Euclidean distance used for generated instances; EXPLICIT means the matrix came
+#: from the file (possibly asymmetric).
+CONVENTIONS = (*TSPLIB_COORD_TYPES, "SOLOMON", "EXACT", "EXPLICIT")
+
+#: Conventions whose distances are the Euclidean distance of the coordinates (rounded or
+#: not), so that the environments may use ``locs``; every other one needs the matrix.
+_EUCLIDEAN = ("EUC_2D", "CEIL_2D", "FLOOR_2D", "SOLOMON", "EXACT")
+
+#: TSPLIB's constants for GEO: its own value of pi and the earth radius in km.
+_GEO_PI = 3.141592
+_GEO_RRR = 6378.388
 
 #: Relative tolerance used when comparing times and loads in instance units.
 FEAS_TOL = 1e-6
@@ -48,6 +62,36 @@ def euclidean(coords: np.ndarray) -> np.ndarray:
     return np.sqrt((diff**2).sum(-1))
 
 
+def _nint(x: np.ndarray) -> np.ndarray:
+    """TSPLIB's ``nint``: ``(int)(x + 0.5)`` for the non-negative values it is applied to."""
+    return np.floor(x + 0.5)
+
+
+def _geo_radians(deg_min: np.ndarray) -> np.ndarray:
+    # TSPLIB reads 16.47 as 16 degrees 47 minutes; the integer part is truncated toward zero
+    # (the FAQ's reading of "nint", the one the published optima were computed with).
+    deg = np.trunc(deg_min)
+    return _GEO_PI * (deg + 5.0 * (deg_min - deg) / 3.0) / 180.0
+
+
+def geo_distance(coords: np.ndarray) -> np.ndarray:
+    """TSPLIB ``GEO`` distances, [N, 2] (latitude, longitude as DDD.MM) -> [N, N] integers.
+
+    ``(int)(RRR * acos(0.5 * ((1 + q1) * q2 - (1 - q1) * q3)) + 1.0)`` with TSPLIB's
+    ``PI = 3.141592`` and ``RRR = 6378.388``; the diagonal is 0 (TSPLIB's formula gives 1).
+    """
+    c = np.asarray(coords, dtype=np.float64)
+    lat, lon = _geo_radians(c[:, 0]), _geo_radians(c[:, 1])
+    q1 = np.cos(lon[:, None] - lon[None, :])
+    q2 = np.cos(lat[:, None] - lat[None, :])
+    q3 = np.cos(lat[:, None] + lat[None, :])
+    # Rounding can push the cosine of a zero angle just above 1; acos would return NaN.
+    arg = np.clip(0.5 * ((1.0 + q1) * q2 - (1.0 - q1) * q3), -1.0, 1.0)
+    d = np.trunc(_GEO_RRR * np.arccos(arg) + 1.0)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
 def distance_matrix(coords: np.ndarray, convention: str) -> np.ndarray:
     """Distances between coordinates under a named convention (see :data:`CONVENTIONS`).
 
@@ -55,11 +99,29 @@ def distance_matrix(coords: np.ndarray, convention: str) -> np.ndarray:
     ----------
     coords : [N, 2] coordinates in the instance's units.
     convention : one of ``EUC_2D`` (nearest integer, TSPLIB nint), ``CEIL_2D``, ``FLOOR_2D``,
-        ``SOLOMON`` (truncated to one decimal) or ``EXACT``.
+        ``ATT`` (``sqrt((dx^2 + dy^2) / 10)``, rounded up), ``GEO`` (see
+        :func:`geo_distance`), ``MAN_2D`` (``nint(|dx| + |dy|)``), ``MAX_2D``
+        (``max(nint(|dx|), nint(|dy|))``), ``SOLOMON`` (truncated to one decimal) or ``EXACT``.
+
+    Returns
+    -------
+    [N, N] float64 distances.
     """
+    if convention == "GEO":
+        return geo_distance(coords)
+    if convention in ("MAN_2D", "MAX_2D"):
+        c = np.asarray(coords, dtype=np.float64)
+        diff = np.abs(c[:, None, :] - c[None, :, :])
+        if convention == "MAN_2D":
+            return _nint(diff.sum(-1))
+        return _nint(diff).max(-1)
     d = euclidean(coords)
+    if convention == "ATT":
+        r = d / np.sqrt(10.0)
+        t = _nint(r)
+        return np.where(t < r, t + 1.0, t)
     if convention == "EUC_2D":
-        return np.floor(d + 0.5)
+        return _nint(d)
     if convention == "CEIL_2D":
         return np.ceil(d)
     if convention == "FLOOR_2D":
@@ -230,8 +292,9 @@ class Instance:
         times and service times are divided by the same factor, and demands by the capacity.
         The factors are kept under ``"scale"``/``"offset"``/``"capacity"`` so that
         :func:`denormalise_cost` can map costs back. ``distance`` [1, N, N] is included when the
-        instance has no coordinates or an explicit (possibly asymmetric) matrix, or when
-        ``with_distance=True``; otherwise environments use Euclidean distance on ``locs``.
+        instance has no coordinates, an explicit (possibly asymmetric) matrix or a
+        non-Euclidean convention (ATT, GEO, MAN_2D, MAX_2D), or when ``with_distance=True``;
+        otherwise environments use Euclidean distance on ``locs``.
         """
         if self.coords is not None:
             lo = self.coords.min(0)
@@ -248,7 +311,7 @@ class Instance:
             # Time windows are judged on the file's own distances: rounding up (EUC_2D/CEIL_2D)
             # could make a route the Euclidean tensors call feasible arrive late.
             rounds_up = self.time_windows is not None and self.edge_weight in ("EUC_2D", "CEIL_2D")
-            with_distance = self.coords is None or self.edge_weight == "EXPLICIT" or rounds_up
+            with_distance = self.coords is None or self.edge_weight not in _EUCLIDEAN or rounds_up
         data: dict[str, torch.Tensor] = {
             "locs": torch.as_tensor(locs, dtype=torch.float32),
             "scale": torch.tensor(scale, dtype=torch.float64),
@@ -314,6 +377,8 @@ def validate_instance(inst: Instance) -> None:
         if (dem > inst.capacity).any():
             bad = int(np.nonzero(dem > inst.capacity)[0][0])
             raise InstanceError(src, "DEMAND_SECTION", f"node {bad + 1}: demand {dem[bad]:g} exceeds CAPACITY {inst.capacity:g}")
+    if inst.num_vehicles is not None and inst.num_vehicles < 1:
+        raise InstanceError(src, "VEHICLES", f"expected a positive number of vehicles, got {inst.num_vehicles}")
     if inst.time_windows is not None:
         tw = inst.time_windows
         if tw.shape != (n, 2):
@@ -323,12 +388,21 @@ def validate_instance(inst: Instance) -> None:
         if (tw[:, 0] > tw[:, 1]).any():
             bad = int(np.nonzero(tw[:, 0] > tw[:, 1])[0][0])
             raise InstanceError(src, "TIME_WINDOW_SECTION", f"node {bad + 1}: expected start <= end, got [{tw[bad, 0]:g}, {tw[bad, 1]:g}]")
+        # Times count from 0; a negative start means nothing to the solvers (PyVRP refuses it
+        # with "tw_early must be >= 0", naming neither file nor field).
+        if (tw[:, 0] < 0).any():
+            bad = int(np.nonzero(tw[:, 0] < 0)[0][0])
+            raise InstanceError(src, "TIME_WINDOW_SECTION", f"node {bad + 1}: expected a non-negative earliest start (ready time), got {tw[bad, 0]:g}")
         st = inst.service_time if inst.service_time is not None else np.zeros(n)
-        if st.shape != (n,) or not np.isfinite(st).all() or (st < 0).any():
-            raise InstanceError(src, "SERVICE_TIME_SECTION", f"expected {n} finite non-negative service times")
-        # Each customer must be servable by a dedicated vehicle; otherwise no solution exists
-        # and the environments could not guarantee a feasible completion.
-        arrive = np.maximum(d[0, 1:], tw[1:, 0])
+        if st.shape != (n,) or not np.isfinite(st).all():
+            raise InstanceError(src, "SERVICE_TIME_SECTION", f"expected {n} finite service times")
+        if (st < 0).any():
+            bad = int(np.nonzero(st < 0)[0][0])
+            raise InstanceError(src, "SERVICE_TIME_SECTION", f"node {bad + 1}: expected a non-negative service time, got {st[bad]:g}")
+        # Each customer must be servable by a dedicated vehicle leaving when the depot opens;
+        # otherwise no solution exists and the environments could not guarantee a feasible
+        # completion.
+        arrive = np.maximum(tw[0, 0] + d[0, 1:], tw[1:, 0])
         back = arrive + st[1:] + d[1:, 0]
         bad_nodes = np.nonzero((arrive > tw[1:, 1] + FEAS_TOL) | (back > tw[0, 1] + FEAS_TOL))[0]
         if bad_nodes.size:

@@ -1,9 +1,10 @@
 """Reading and writing instance and solution files.
 
-Instances: VRPLIB ``.vrp`` (CVRPLib, with optional time windows), TSPLIB ``.tsp`` and Solomon
-``.txt``, all parsed by the `vrplib` package; this module adds the checks that turn a malformed
-file into an :class:`~nco.envs.instance.InstanceError` naming the file and field, and applies the
-file's distance convention. Solutions: VRPLIB ``.sol`` and TSPLIB ``.tour``.
+Instances: VRPLIB ``.vrp`` (CVRPLib, with optional time windows) and TSPLIB ``.tsp``, parsed by
+the `vrplib` package, and Solomon ``.txt``, read here; this module adds the checks that turn a
+malformed file into an :class:`~nco.envs.instance.InstanceError` naming the file and field, and
+applies the file's distance convention (TSPLIB: EUC_2D, CEIL_2D, FLOOR_2D, ATT, GEO, MAN_2D,
+MAX_2D or EXPLICIT). Solutions: VRPLIB ``.sol`` and TSPLIB ``.tour``.
 
 Every writer writes to a temporary file in the target folder and renames it, so a failure never
 leaves a partial file behind.
@@ -24,12 +25,10 @@ import torch
 import vrplib
 from tensordict import TensorDict
 
-from nco.envs.instance import Instance, InstanceError, distance_matrix
+from nco.envs.instance import TSPLIB_COORD_TYPES, Instance, InstanceError, distance_matrix
 
 if TYPE_CHECKING:
     from nco.envs.instance import Solution
-
-_COORD_TYPES = ("EUC_2D", "CEIL_2D", "FLOOR_2D")
 
 
 @contextmanager
@@ -78,7 +77,7 @@ def load(path: str | Path) -> Instance:
     if not lines:
         raise InstanceError(path, "file", "the file is empty")
     if len(lines) > 1 and lines[1].upper().startswith("VEHICLE"):
-        return _load_solomon(path)
+        return _load_solomon(path, lines)
     return _load_vrplib(path)
 
 
@@ -86,30 +85,90 @@ def _parse_error(path: Path, err: Exception) -> InstanceError:
     return InstanceError(path, "format", f"could not be parsed ({err})")
 
 
-def _load_solomon(path: Path) -> Instance:
+#: Columns of a Solomon customer table, in order.
+SOLOMON_COLUMNS = ("CUST NO.", "XCOORD.", "YCOORD.", "DEMAND", "READY TIME", "DUE DATE", "SERVICE TIME")
+
+
+#: The Solomon column(s) behind each field that :func:`validate_instance` names.
+_SOLOMON_FIELDS = {
+    "NODE_COORD_SECTION": "XCOORD./YCOORD.",
+    "distance": "XCOORD./YCOORD.",
+    "DEMAND_SECTION": "DEMAND",
+    "TIME_WINDOW_SECTION": "READY TIME/DUE DATE",
+    "SERVICE_TIME_SECTION": "SERVICE TIME",
+    "VEHICLES": "VEHICLE NUMBER",
+}
+
+
+def _solomon_number(path: Path, field_name: str, token: str, where: str) -> float:
     try:
-        raw = vrplib.read_instance(path, instance_format="solomon", compute_edge_weights=False)
-    except Exception as err:  # vrplib raises RuntimeError/ValueError with generic text
-        raise _parse_error(path, err) from err
-    coords = np.asarray(raw["node_coord"], dtype=np.float64)
-    n = coords.shape[0]
-    for key, field_name in (("demand", "DEMAND"), ("service_time", "SERVICE TIME")):
-        if np.asarray(raw[key]).shape != (n,):
-            raise InstanceError(path, field_name, f"expected {n} values")
-    tw = np.asarray(raw["time_window"], dtype=np.float64)
-    return Instance(
-        problem="cvrptw",
-        distance=distance_matrix(coords, "SOLOMON"),
-        coords=coords,
-        demand=np.asarray(raw["demand"], dtype=np.float64),
-        capacity=float(raw["capacity"]),
-        time_windows=tw,
-        service_time=np.asarray(raw["service_time"], dtype=np.float64),
-        num_vehicles=int(raw["vehicles"]),
-        edge_weight="SOLOMON",
-        name=str(raw.get("name", path.stem)).strip(),
-        source=str(path),
-    )
+        value = float(token)
+    except ValueError:
+        raise InstanceError(path, field_name, f"{where}: expected a number, got {token!r}") from None
+    if not math.isfinite(value):
+        raise InstanceError(path, field_name, f"{where}: expected a finite number, got {token!r}")
+    return value
+
+
+def _load_solomon(path: Path, lines: list[str]) -> Instance:
+    # Read here rather than by vrplib: its reader parses the table with numpy.genfromtxt(dtype=int),
+    # which silently turns every value that is not an integer ("x", "nan", "2.5", "1e12") into -1,
+    # e.g. a READY TIME of -1 that PyVRP later rejects without naming the file.
+    header = [ln.upper() for ln in lines[:6]]
+    if len(lines) < 7 or not header[4].startswith("CUSTOMER"):
+        raise InstanceError(path, "format", "expected a Solomon file: name, VEHICLE, NUMBER CAPACITY, two numbers, CUSTOMER, the column header, then one row per node")
+    if not all(word in header[2] for word in ("NUMBER", "CAPACITY")):
+        raise InstanceError(path, "VEHICLE", f"expected the header 'NUMBER CAPACITY', got {lines[2]!r}")
+    fleet = lines[3].split()
+    if len(fleet) != 2:
+        raise InstanceError(path, "VEHICLE", f"expected two numbers (NUMBER CAPACITY), got {lines[3]!r}")
+    vehicles = _solomon_number(path, "VEHICLE NUMBER", fleet[0], "fleet")
+    if not vehicles.is_integer():
+        raise InstanceError(path, "VEHICLE NUMBER", f"expected a positive integer, got {fleet[0]!r}")
+    capacity = _solomon_number(path, "CAPACITY", fleet[1], "fleet")
+    missing = [c for c in SOLOMON_COLUMNS if any(w not in header[5] for w in c.split())]
+    if missing:
+        raise InstanceError(path, "CUSTOMER", f"the column header lacks {', '.join(missing)}")
+    rows = []
+    for i, line in enumerate(lines[6:]):
+        tokens = line.split()
+        if len(tokens) != len(SOLOMON_COLUMNS):
+            raise InstanceError(path, "CUSTOMER", f"row {i + 1} ({line!r}): expected {len(SOLOMON_COLUMNS)} values ({', '.join(SOLOMON_COLUMNS)}), got {len(tokens)}")
+        where = f"node {i + 1} (CUST NO. {i})"
+        rows.append([_solomon_number(path, col, tok, where) for col, tok in zip(SOLOMON_COLUMNS, tokens, strict=True)])
+    table = np.asarray(rows, dtype=np.float64)
+    # Routes refer to customers by row; a renumbered or reordered table would silently
+    # relabel them.
+    wrong = np.nonzero(table[:, 0] != np.arange(len(table)))[0]
+    if wrong.size:
+        i = int(wrong[0])
+        raise InstanceError(path, "CUST NO.", f"row {i + 1}: expected customers numbered 0, 1, 2, ... in order, got {table[i, 0]:g}")
+    # Checked here as well as in validate_instance to name the exact column, e.g. READY TIME.
+    for col in ("DEMAND", "READY TIME", "SERVICE TIME"):
+        values = table[:, SOLOMON_COLUMNS.index(col)]
+        if (values < 0).any():
+            i = int(np.nonzero(values < 0)[0][0])
+            raise InstanceError(path, col, f"node {i + 1} (CUST NO. {i}): expected a non-negative value, got {values[i]:g}")
+    coords = table[:, 1:3]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        dist = distance_matrix(coords, "SOLOMON")
+    try:
+        return Instance(
+            problem="cvrptw",
+            distance=dist,
+            coords=coords,
+            demand=table[:, 3],
+            capacity=capacity,
+            time_windows=table[:, 4:6],
+            service_time=table[:, 6],
+            num_vehicles=int(vehicles),
+            edge_weight="SOLOMON",
+            name=lines[0],
+            source=str(path),
+        )
+    except InstanceError as err:
+        # validate_instance names VRPLIB sections; a Solomon user looks for the columns.
+        raise InstanceError(path, _SOLOMON_FIELDS.get(err.field, err.field), err.message) from None
 
 
 def _section(raw: dict[str, Any], key: str, path: Path, field_name: str, n: int, width: int | None) -> np.ndarray:
@@ -139,7 +198,7 @@ def _load_vrplib(path: Path) -> Instance:
     ewt = str(raw.get("edge_weight_type", "")).upper()
     if not ewt:
         raise InstanceError(path, "EDGE_WEIGHT_TYPE", "specification is missing")
-    supported = (*_COORD_TYPES, "EXPLICIT")
+    supported = (*TSPLIB_COORD_TYPES, "EXPLICIT")
     if ewt not in supported:
         raise InstanceError(path, "EDGE_WEIGHT_TYPE", f"unsupported type {ewt!r}; expected one of {', '.join(supported)}")
     coords = None
@@ -148,10 +207,13 @@ def _load_vrplib(path: Path) -> Instance:
         if not np.isfinite(coords).all():
             bad = int(np.nonzero(~np.isfinite(coords).all(1))[0][0])
             raise InstanceError(path, "NODE_COORD_SECTION", f"node {bad + 1}: expected finite coordinates, found NaN or infinity")
-    if ewt in _COORD_TYPES:
+    if ewt in TSPLIB_COORD_TYPES:
         if coords is None:
             raise InstanceError(path, "NODE_COORD_SECTION", f"section is missing (required by EDGE_WEIGHT_TYPE {ewt})")
-        dist = distance_matrix(coords, ewt)
+        with np.errstate(over="ignore", invalid="ignore"):
+            dist = distance_matrix(coords, ewt)
+        if not np.isfinite(dist).all():
+            raise InstanceError(path, "NODE_COORD_SECTION", f"coordinates too large: {ewt} distances overflow")
     else:
         fmt = str(raw.get("edge_weight_format", "")).upper()
         if fmt not in ("LOWER_ROW", "FULL_MATRIX"):
@@ -165,6 +227,8 @@ def _load_vrplib(path: Path) -> Instance:
         dist = np.asarray(raw_w["edge_weight"], dtype=np.float64)
         if dist.shape != (dim, dim):
             raise InstanceError(path, "EDGE_WEIGHT_SECTION", f"expected a {dim}x{dim} matrix (DIMENSION), got shape {list(dist.shape)}")
+        if not (np.isfinite(dist) & (dist >= 0)).all():
+            raise InstanceError(path, "EDGE_WEIGHT_SECTION", "expected finite non-negative weights")
         if coords is not None and np.allclose(dist, distance_matrix(coords, "EXACT"), rtol=1e-9, atol=1e-9):
             # Files written by `write_instance` for exact-Euclidean (generated) instances carry
             # the matrix for outside readers; recognising it keeps the tensors coordinate-based.
@@ -221,6 +285,18 @@ def read_solution(path: str | Path, instance: Instance) -> list[list[int]]:
         # A TSP tour written as a single VRPLIB route: cities are numbered 1..N.
         return [[v - 1 for v in r] for r in routes]
     return routes
+
+
+def read_stated_cost(path: str | Path) -> str | None:
+    """The value of a VRPLIB ``.sol`` file's ``Cost`` line, as written (e.g. ``"827.3"``).
+
+    None when the file has no such line; TSPLIB ``.tour`` files have no cost field.
+    """
+    for line in Path(path).read_text().splitlines():
+        key, _, value = line.strip().replace(":", " ", 1).partition(" ")
+        if key.lower() == "cost" and value.strip():
+            return value.strip()
+    return None
 
 
 def _read_tour(path: Path, text: str, instance: Instance) -> list[int]:
@@ -284,7 +360,7 @@ def _num(x: float) -> str:
 def write_instance(instance: Instance, path: str | Path) -> Path:
     """Write an instance as TSPLIB ``.tsp`` (TSP) or VRPLIB ``.vrp`` (CVRP, CVRPTW).
 
-    Rounding conventions (EUC_2D, ...) are written as such; exact and explicit distances are
+    TSPLIB coordinate types (EUC_2D, CEIL_2D, ATT, GEO, ...) are written as such; exact and explicit distances are
     written as a FULL_MATRIX ``EDGE_WEIGHT_SECTION`` (with coordinates for display), because no
     TSPLIB type means unrounded Euclidean and any outside reader must get the same costs.
     """
@@ -294,7 +370,7 @@ def write_instance(instance: Instance, path: str | Path) -> Path:
     data: dict[str, Any] = {"NAME": inst.name}
     data["TYPE"] = {"tsp": "TSP", "cvrp": "CVRP", "cvrptw": "VRPTW"}.get(inst.problem, inst.problem.upper())
     data["DIMENSION"] = n
-    if inst.edge_weight in _COORD_TYPES:
+    if inst.edge_weight in TSPLIB_COORD_TYPES and inst.coords is not None:
         data["EDGE_WEIGHT_TYPE"] = inst.edge_weight
     else:
         data["EDGE_WEIGHT_TYPE"] = "EXPLICIT"

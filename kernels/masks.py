@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from nco.kernels.threads import kernel_threads
+
 __all__ = ["cvrp_mask", "cvrp_mask_numba", "cvrp_mask_torch"]
 
 
@@ -65,6 +67,7 @@ def cvrp_mask_numba(
     r, n = demand.shape
     mask = torch.empty(r, n, dtype=torch.bool)
     all_visited = torch.empty(r, dtype=torch.bool)
+    kernel_threads(r * n)
     _cvrp_mask_rows(
         np.ascontiguousarray(demand.detach().numpy()),
         remaining.detach().to(torch.float32).numpy(),

@@ -42,6 +42,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from nco.kernels.threads import kernel_threads
+
 __all__ = [
     "masked_log_softmax",
     "masked_sample",
@@ -600,6 +602,7 @@ def sample_numba(
     actions = np.empty(r, dtype=np.int64)
     log_prob = np.empty(r, dtype=np.float32)
     if r:
+        kernel_threads(x.size)
         _sample_rows(
             x,
             m,

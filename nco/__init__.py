@@ -7,7 +7,6 @@ live in the subpackages :mod:`nco.envs` (problems), :mod:`nco.policies` (network
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -51,7 +50,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    """Resolve a re-export on first use (see ``_EXPORTS``)."""
     if name in _EXPORTS:
+        import importlib
+
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
@@ -59,7 +61,11 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    """The public names (each once, resolved or not), the module's dunders and the
+    subpackages loaded so far; not the helpers this file imports for itself."""
+    loaded = {k for k, v in globals().items() if getattr(v, "__name__", None) == f"{__name__}.{k}"}
+    dunders = {k for k in globals() if k.startswith("__") and k.endswith("__")}
+    return sorted({*__all__, *dunders, *loaded})
 
 
 __all__ = [

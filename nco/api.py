@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nco.baselines import Solver, get_solver
 from nco.checkpoints import load_model
+from nco.devices import resolve_device
 from nco.envs import Instance, Solution, load
 from nco.solvers import (
     ModelSpec,
@@ -84,10 +85,13 @@ def solve(
     Raises
     ------
     ValueError
-        Unknown solver, options it does not take, or a checkpoint of another problem.
+        Unknown solver, options it does not take, a checkpoint of another problem, or a
+        ``device`` this machine cannot use (:class:`~nco.devices.DeviceError`).
     FileNotFoundError
         Unknown model name or path (the message lists the shipped checkpoints).
     """
+    if options.get("device") is not None:
+        resolve_device(options["device"])  # a clear error before anything is loaded
     inst = _as_instance(instance)
     if isinstance(solver, str):
         if model is not None:
@@ -125,8 +129,10 @@ def solve_batch(
     Raises
     ------
     ValueError
-        When the instances are of different problems, or the model is for another problem.
+        When the instances are of different problems, the model is for another problem, or
+        ``device`` cannot be used here (:class:`~nco.devices.DeviceError`).
     """
+    device = resolve_device(device)
     insts = [_as_instance(i) for i in instances]
     solver = NeuralSolver(
         model,
@@ -196,9 +202,8 @@ def solve_mtvrp(
 
     from nco.envs import get_problem, mtvrp
     from nco.policies import DecodeConfig
-    from nco.solvers import _auto_device
 
-    dev = _auto_device(device)
+    dev = resolve_device(device)
     size = int(td["locs"].shape[1]) - 1
     if isinstance(model, tuple):
         policy, info = model

@@ -41,18 +41,26 @@ _SUFFIXES = (".ckpt", ".pt", ".pth")
 
 
 def checkpoint_info(policy_config: PolicyConfig, train_config: TrainConfig) -> dict[str, Any]:
-    """The self-description stored in a checkpoint's ``hyper_parameters``."""
+    """The self-description stored in a checkpoint's ``hyper_parameters``.
+
+    ``size`` is always an int: the (largest) training size. A run trained on a size range
+    (``nco train --size 50:500``) also stores ``size_range: [lo, hi]`` (and ``train["size"]`` is
+    the same list).
+    """
     from nco import __version__
 
-    return {
+    info: dict[str, Any] = {
         "nco_version": __version__,
         "problem": train_config.problem,
-        "size": train_config.size,
+        "size": train_config.max_size,
         "distribution": train_config.distribution,
         "preset": train_config.preset,
         "policy": policy_config.to_dict(),
         "train": train_config.to_dict(),
     }
+    if train_config.multi_size:
+        info["size_range"] = list(train_config.size_bounds)
+    return info
 
 
 def _packaged_dir() -> Path | None:
@@ -156,7 +164,8 @@ def load_model(
     Returns
     -------
     (policy, info)
-        The policy in eval mode, and the checkpoint's description (``problem``, ``size``,
+        The policy in eval mode, and the checkpoint's description (``problem``, ``size`` (int,
+        the largest trained size), ``size_range`` ([lo, hi], runs on a size range only),
         ``distribution``, ``preset``, ``policy`` config dict, ``train`` options, ``nco_version``,
         ``global_step``, ``epoch`` when known, ``source``).
     """

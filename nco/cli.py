@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from nco import __version__
@@ -46,8 +47,23 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_evaluate)
 
 
+def _stated_cost_differs(stated: str, cost: float) -> bool:
+    """Whether a solution file's stated cost disagrees with the recomputed one beyond the
+    digits it is written with (``Cost 827.3`` matches 827.2999...; ``Cost 27591`` does not
+    match 27592)."""
+    try:
+        value = float(stated)
+    except ValueError:
+        return True
+    if not math.isfinite(value) or not math.isfinite(cost):
+        return value != cost
+    digits = len(stated.partition(".")[2]) if "e" not in stated.lower() else 9
+    return abs(value - cost) > 0.5 * 10.0**-digits + 1e-9 * abs(cost)
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     from nco.envs import Solution, load, read_solution
+    from nco.envs.io import read_stated_cost
 
     inst = load(args.instance)
     routes = read_solution(args.solution, inst)
@@ -58,8 +74,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     print(f"routes    {len(sol.routes)}")
     print(f"cost      {_format_cost(sol.cost)}")
+    stated = read_stated_cost(args.solution)
+    if stated is not None and _stated_cost_differs(stated, sol.cost):
+        print(f"note      stated cost {stated} differs from recomputed {_format_cost(sol.cost)}")
     bks = _bks_lookup(args.instance, inst.name)
-    if bks is not None:
+    # A gap compares plans that are both allowed; an infeasible plan's cost says nothing.
+    if bks is not None and sol.feasible:
         print(f"gap       {100.0 * (sol.cost - bks) / bks:+.3f}% to best-known {_format_cost(bks)}")
     if sol.feasible:
         print("feasible")
@@ -78,7 +98,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, required=True, help="customers (VRPs) or cities (TSP)")
     p.add_argument("--num", type=int, required=True, help="number of instances")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--distribution", default="uniform", help="uniform, clustered or mixed")
+    p.add_argument(
+        "--distribution",
+        default="uniform",
+        help="uniform, clustered or mixed; cvrp also uchoa (X-like, Uchoa et al. 2017)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=_run_generate)
 
@@ -135,22 +159,31 @@ def _run_generate(args: argparse.Namespace) -> int:
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, _add_evaluate]
 
 
-#: Subcommands that live in their own module under ``nco.commands``; each module has
-#: ``add_parser(subparsers)`` and ``run(args) -> int``.
-_COMMAND_MODULES: tuple[str, ...] = (
-    "solve",
-    "benchmark",
-    "train",
-    "plot_training",
-    "plot",
-    "plot_experts",
-)
+#: Subcommands that live in their own module under ``nco.commands`` (command -> module, help
+#: line); each module has ``add_parser(subparsers)`` and ``run(args) -> int``. The help line is
+#: repeated here because building a module's parser can import torch or lightning (``train``
+#: reads its defaults and choices from the library): ``nco --help`` lists every command from
+#: this table and builds only the parser of the command being run (a test keeps both in step).
+_COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "solve": ("solve", "solve instance files with a neural, hybrid or classical solver"),
+    "benchmark": ("benchmark", "benchmark classical and neural solvers"),
+    "train": ("train", "train a policy with REINFORCE"),
+    "plot-training": ("plot_training", "plot the training curves of a run"),
+    "plot": ("plot", "plot the routes of solution files"),
+    "plot-experts": (
+        "plot_experts",
+        "plot the expert load per variant of a mixture-of-experts checkpoint",
+    ),
+}
 
 
-def _add_module_commands(sub: argparse._SubParsersAction) -> None:
+def _add_module_commands(sub: argparse._SubParsersAction, full: Collection[str] | None) -> None:
     import importlib
 
-    for name in _COMMAND_MODULES:
+    for command, (name, help_text) in _COMMAND_MODULES.items():
+        if full is not None and command not in full:
+            sub.add_parser(command, help=help_text)
+            continue
         module = importlib.import_module(f"nco.commands.{name}")
         before = set(sub.choices)
         module.add_parser(sub)
@@ -159,8 +192,14 @@ def _add_module_commands(sub: argparse._SubParsersAction) -> None:
                 sub.choices[new].set_defaults(func=module.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``nco`` command."""
+def build_parser(full: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the ``nco`` command.
+
+    Parameters
+    ----------
+    full : the subcommands whose own arguments are added (None = all); the others are listed
+        with their help line only, which keeps ``nco --help`` from importing torch.
+    """
     parser = argparse.ArgumentParser(
         prog="nco", description="Neural combinatorial optimization for vehicle routing."
     )
@@ -169,13 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in _COMMANDS:
         add(sub)
-    _add_module_commands(sub)
+    _add_module_commands(sub, full)
     return parser
+
+
+def _requested_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on a command line (the top level takes no option values)."""
+    return next((tok for tok in argv if not tok.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nco`` console script; returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _requested_command(argv)
+    parser = build_parser(full=() if command is None else (command,))
     args = parser.parse_args(argv)
     from nco.envs import InstanceError  # after parsing: --help/--version must not load torch
 

@@ -69,8 +69,33 @@ ModelSpec: TypeAlias = "str | Path | tuple[AttentionPolicy, dict[str, Any]] | No
 #: Hybrid: below this many seconds left after the network, the backend is not started.
 MIN_BACKEND_TIME = 0.05
 
-#: Cap on the elements of the decoded actions [B, M, T] of one forward pass (int64: 512 MiB).
-MAX_DECODE_ELEMENTS = 2**26
+#: Hybrid: the most of its time limit the network may use for the warm start (the neural
+#: construction is time-limited to this share; the backend gets the rest).
+NEURAL_SHARE = 0.25
+
+#: Candidates kept per instance from each decode (by the network's own cost) for the final
+#: choice in instance units; bounds the result's memory when M = starts x transforms is large.
+KEEP_CANDIDATES = 16
+
+#: Share of a neural time limit kept for choosing, checking and building the solution.
+FINISH_RESERVE = 0.04
+
+#: A time-limited neural solve returns within ``time_limit + max(TIME_TOLERANCE_S, 5%)``:
+#: the construction is checked against its deadline every 8 decoding steps.
+TIME_TOLERANCE_S = 0.25
+
+#: Prior decoding throughput (row x node x step units per second) for the first round of a
+#: time-limited solve, before anything is measured: a conservative CPU value (2 busy cores
+#: measure 4-9e7); later rounds use the measured rate of the earlier ones.
+PRIOR_RATE = 2.5e7
+
+#: Prior per-step overhead (seconds) of the decode loop (Python, env bookkeeping, kernel
+#: launches), independent of the number of rows.
+STEP_OVERHEAD = 4e-4
+
+#: Prior encoder cost per encoder layer and squared node count (seconds; the encoder cannot be
+#: stopped midway, so a round is not started when this estimate does not fit).
+ENCODER_PRIOR = 6e-8
 
 _HYBRID_BACKENDS = ("pyvrp", "ortools")
 
@@ -173,11 +198,9 @@ def _load(path: Path, device: str) -> tuple[AttentionPolicy, dict[str, Any]]:
 
 
 def _auto_device(device: str | None) -> str:
-    if device is not None:
-        return str(device)
-    import torch
+    from nco.devices import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(device)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -254,6 +277,16 @@ class NeuralSolver:
     batch_size : instances per forward pass in :meth:`solve_many`.
     num_samples : samples (per start) for the sampling strategies.
     beam_width : width of ``beam_search``.
+    num_starts : POMO starts per transform; None = planned per instance size
+        (:func:`~nco.policies.decoding.plan_decode`: every customer up to ~250 nodes, fewer,
+        randomly chosen, above, so that a 1000-customer instance decodes in seconds).
+    memory_budget : bytes of decode state alive at once (rows are decoded in chunks that fit);
+        default :data:`~nco.policies.decoding.DEFAULT_MEMORY_BUDGET` (1 GiB).
+    candidates : k-nearest candidate restriction of the decoder (0 = off).
+
+    With a ``time_limit`` the construction runs in rounds (one or more dihedral transforms
+    each): the rows of each round are chosen from the measured cost of the earlier rounds, a
+    round that would pass the limit is stopped, and the best plan so far is returned.
 
     Raises
     ------
@@ -274,11 +307,20 @@ class NeuralSolver:
         batch_size: int = 64,
         num_samples: int = 1,
         beam_width: int = 1,
+        num_starts: int | None = None,
+        memory_budget: int | None = None,
+        candidates: int = 0,
     ) -> None:
-        from nco.policies.decoding import DecodeConfig
+        from nco.policies.decoding import DEFAULT_MEMORY_BUDGET, DecodeConfig
 
         if batch_size < 1:
             raise ValueError(f"neural: batch_size must be >= 1, got {batch_size}")
+        if num_starts is not None and num_starts < 1:
+            raise ValueError(f"neural: num_starts must be >= 1, got {num_starts}")
+        if memory_budget is not None and memory_budget < 1:
+            raise ValueError(f"neural: memory_budget must be >= 1 byte, got {memory_budget}")
+        self.num_starts = num_starts
+        self.memory_budget = int(memory_budget or DEFAULT_MEMORY_BUDGET)
         # validates strategy, augment, num_samples and beam_width
         self._decode = DecodeConfig(
             strategy=strategy,
@@ -286,6 +328,8 @@ class NeuralSolver:
             num_samples=num_samples,
             beam_width=beam_width,
             select_best=False,
+            candidates=candidates,
+            keep_top=KEEP_CANDIDATES,
         )
         self.strategy = strategy
         self.augment = augment
@@ -300,7 +344,7 @@ class NeuralSolver:
             if "problem" not in info:
                 raise ValueError("neural: the info of a loaded model must hold its 'problem'")
             if device is not None:
-                policy = policy.to(device)
+                policy = policy.to(_auto_device(device))
             self.device = str(next(policy.parameters()).device)
             self._fixed = (policy.eval(), dict(info))
             self._source = str(info.get("source", "<loaded model>"))
@@ -362,17 +406,42 @@ class NeuralSolver:
             self._envs[key] = get_problem(problem).make_env(num_loc=num_loc, device=self.device)
         return self._envs[key]
 
-    def _chunk(self, num_starts: int, num_nodes: int) -> int:
-        """Instances per forward pass: ``batch_size``, fewer when the decoded action tensor
-        [B, M, T] would exceed :data:`MAX_DECODE_ELEMENTS` (large instances with many starts)."""
+    def _plan(self, num_nodes: int, num_candidates: int) -> Any:
+        """The decode plan of this solver's options for one instance size."""
+        from nco.policies.decoding import plan_decode
+
         cfg = self._decode
-        rows = cfg.augment * cfg.num_samples
+        multi = cfg.strategy.startswith("multistart")
+        return plan_decode(
+            num_nodes,
+            num_candidates if multi else 1,
+            augment=cfg.augment,
+            num_starts=self.num_starts if multi else 1,
+            num_samples=cfg.num_samples if multi else 1,
+            memory_budget=self.memory_budget,
+        )
+
+    def _config(self, plan: Any, num_candidates: int, seed: int) -> Any:
+        """The DecodeConfig of one decode under ``plan``."""
+        cfg = self._decode
+        over: dict[str, Any] = {"seed": int(seed), "max_rows": plan.max_rows}
         if cfg.strategy.startswith("multistart"):
-            rows *= num_starts
-        elif cfg.strategy == "beam_search":
-            rows *= cfg.beam_width
-        per_instance = rows * (2 * num_nodes + 2)
-        return max(1, min(self.batch_size, MAX_DECODE_ELEMENTS // per_instance))
+            over["num_starts"] = plan.num_starts
+            over["augment"] = plan.augment
+            # a subset of starts is drawn at random: the first ones in file order may all lie in
+            # one region of the instance
+            over["start_choice"] = "random" if plan.num_starts < num_candidates else "first"
+        return dataclasses.replace(cfg, **over)
+
+    def _rows(self, cfg: Any) -> int:
+        """Decode rows per instance and transform under ``cfg``."""
+        if cfg.strategy.startswith("multistart"):
+            return int(cfg.num_starts) * (
+                cfg.num_samples if cfg.strategy.endswith("sampling") else 1
+            )
+        if cfg.strategy == "beam_search":
+            return cfg.beam_width
+        return cfg.num_samples if cfg.strategy == "sampling" else 1
 
     # ------------------------------------------------------------------ solving
     def solve(
@@ -385,10 +454,11 @@ class NeuralSolver:
     ) -> Solution:
         """Construct (and optionally refine) a solution; see :class:`~nco.baselines.Solver`.
 
-        The construction is not interruptible: ``time_limit`` (None = no limit) only skips the
-        refinement when the construction already used it up. ``initial_routes``, when given and
-        better, are returned instead (``metadata["returned_initial"]``). ``seed`` seeds the
-        sampling strategies.
+        ``time_limit`` (None = no limit) bounds the whole call: the construction runs in rounds
+        that fit it (see the class) and the refinement is skipped when no time is left.
+        ``initial_routes``, when given and better, are returned instead
+        (``metadata["returned_initial"]``). ``seed`` seeds the sampling strategies and the
+        choice of starts when fewer than all are decoded.
         """
         return self.solve_many(
             [instance], time_limit=time_limit, seed=seed, initial_routes=[initial_routes]
@@ -431,25 +501,35 @@ class NeuralSolver:
             gkey = (models[k][0], inst.num_nodes, tuple(sorted(td.keys())))
             groups.setdefault(gkey, []).append(k)
 
-        cfg = dataclasses.replace(self._decode, seed=int(seed))  # used by sampling only
         best_routes: list[list[list[int]]] = [[] for _ in insts]
         share: list[float] = [0.0] * len(insts)
         batch_time: list[float] = [0.0] * len(insts)
+        deadline = None if time_limit is None else t0 + time_limit * (1.0 - FINISH_RESERVE)
+        decode_meta: list[dict[str, Any]] = [{} for _ in insts]
         for idx in groups.values():
             tg = time.perf_counter()
             _, policy, _ = models[idx[0]]
-            env = self._env(problem.name, insts[idx[0]].num_customers)
-            step = self._chunk(problem.num_starts(tds[idx[0]]), insts[idx[0]].num_nodes)
+            inst0 = insts[idx[0]]
+            env = self._env(problem.name, inst0.num_customers)
+            cands = problem.num_starts(tds[idx[0]])
+            plan = self._plan(inst0.num_nodes, cands)
+            gcfg = self._config(plan, cands, seed)
+            rows = self._rows(gcfg)
+            step = max(1, min(self.batch_size, plan.max_rows // rows))
             for s in range(0, len(idx), step):
                 chunk = idx[s : s + step]
                 td = torch.cat([tds[k] for k in chunk], 0)
-                with torch.inference_mode():
-                    roll = policy(td, env, cfg)
-                assert roll.actions is not None
-                acts = roll.actions.detach().cpu().numpy().astype(np.int64)
+                if deadline is None:
+                    found, info_k = self._decode_all(policy, td, env, gcfg, plan)
+                else:
+                    found, info_k = self._decode_rounds(policy, td, env, gcfg, plan, deadline)
                 for j, k in enumerate(chunk):
-                    m = _best_index(insts[k], acts[j])
-                    best_routes[k] = problem.tours_to_routes(acts[j, m].tolist())
+                    decode_meta[k] = dict(info_k)
+                    if found is None:
+                        best_routes[k] = _fallback_routes(insts[k])
+                        continue
+                    m = _best_index(insts[k], found[j])
+                    best_routes[k] = problem.tours_to_routes(found[j, m].tolist())
             dt = time.perf_counter() - tg
             for k in idx:
                 share[k] = dt / len(idx)
@@ -470,6 +550,7 @@ class NeuralSolver:
                 "refine": self.refine,
                 "batch_runtime": batch_time[k],
                 "embedded_by_mds": inst.coords is None,
+                **decode_meta[k],
             }
             sol = Solution.from_routes(inst, best_routes[k], solver=self.name)
             meta["construction_cost"] = sol.cost
@@ -502,13 +583,130 @@ class NeuralSolver:
             )
         return out
 
+    def _decode_all(
+        self, policy: AttentionPolicy, td: Any, env: EnvBase, cfg: Any, plan: Any
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """One decode of the whole plan -> candidate actions [B, K, T] and what was done."""
+        import torch
+
+        with torch.inference_mode():
+            roll = policy(td, env, cfg)
+        assert roll.actions is not None
+        info = {"num_starts": self._rows(cfg), "transforms": cfg.augment, "rounds": 1}
+        return roll.actions.detach().cpu().numpy().astype(np.int64), info
+
+    def _decode_rounds(
+        self,
+        policy: AttentionPolicy,
+        td: Any,
+        env: EnvBase,
+        cfg: Any,
+        plan: Any,
+        deadline: float,
+    ) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """Time-limited construction: rounds of transforms until the plan or the time is used.
+
+        Round k decodes transforms ``first..first+g-1`` with the rows that the time left allows
+        (spread evenly over the transforms still to do), estimated from the measured cost of
+        the earlier rounds (a prior before the first); a round still running at ``deadline``
+        is dropped. Returns None when not even the first round finished.
+        """
+        import torch
+
+        from nco.policies.decoding import DecodeTimeout
+
+        b, n = td.batch_size[0], int(td["locs"].shape[-2])
+        multi = cfg.strategy.startswith("multistart")
+        want = self._rows(cfg)
+        steps = plan.est_steps
+        rate, overhead = PRIOR_RATE, STEP_OVERHEAD
+        kept: list[np.ndarray] = []
+        done_t, rows_done, rounds, stopped = 0, 0, 0, None
+        total = cfg.augment
+        enc = ENCODER_PRIOR * len(policy.encoder.layers) * n * n * b
+        while done_t < total:
+            left = deadline - time.perf_counter() - enc
+            todo = total - done_t
+            if left <= 0:
+                stopped = f"time limit: {done_t} of {total} transforms decoded"
+                break
+            per_t = left / todo  # seconds for each remaining transform
+            # rows one transform can afford: t = steps * (overhead + b * rows * n / rate)
+            afford = int((per_t / steps - overhead) * rate / (b * n)) if per_t > 0 else 0
+            if not multi:
+                afford = want if afford >= want else (0 if kept else want)
+            rows = min(want, afford)
+            if rows < 1:
+                if kept:
+                    stopped = f"time limit: {done_t} of {total} transforms decoded"
+                    break
+                rows = 1  # try one row; the deadline guards it
+            # several transforms per round when the loop overhead would dominate a round (not
+            # in the first: nothing is measured yet and its encoder runs before any deadline check)
+            g = 1
+            while rounds and steps * overhead > 0.25 * per_t * g and g * 2 <= todo:
+                g *= 2
+            rcfg = dataclasses.replace(
+                cfg,
+                augment=g,
+                first_transform=done_t,
+                seed=int(cfg.seed) + 7919 * rounds,
+                deadline=deadline,
+                **({"num_starts": rows} if multi else {}),
+                **({"start_choice": "random"} if multi and rows < want else {}),
+            )
+            tr = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    roll = policy(td, env, rcfg)
+            except DecodeTimeout:
+                stopped = f"time limit: round {rounds + 1} stopped at the deadline"
+                break
+            dt = time.perf_counter() - tr
+            assert roll.actions is not None
+            t_real = int(roll.actions.shape[-1])
+            steps = max(steps, t_real) if rounds == 0 else t_real
+            work = b * g * rows * n * t_real
+            busy = dt - t_real * overhead
+            if busy > 0:
+                rate = work / busy
+            kept.append(roll.actions.detach().cpu().numpy().astype(np.int64))
+            rows_done += g * rows
+            done_t += g
+            rounds += 1
+        info: dict[str, Any] = {
+            "num_starts": rows_done // max(1, done_t),
+            "transforms": done_t,
+            "rounds": rounds,
+        }
+        if stopped:
+            info["construction_stopped"] = stopped
+        if not kept:
+            info["construction_stopped"] = "time limit: no rollout finished; fallback plan"
+            return None, info
+        tmax = max(k.shape[-1] for k in kept)
+        padded = [
+            np.concatenate([k, np.repeat(k[..., -1:], tmax - k.shape[-1], -1)], -1) for k in kept
+        ]
+        return np.concatenate(padded, 1), info
+
+
+def _fallback_routes(instance: Instance) -> list[list[int]]:
+    """The plan returned when the network could not finish one rollout in the time limit:
+    one route per customer (VRPs), the file order (TSP)."""
+    if not instance.has_depot:
+        return [list(range(instance.num_nodes))]
+    return [[c] for c in range(1, instance.num_nodes)]
+
 
 # ---------------------------------------------------------------------------------- hybrid
 class HybridSolver:
     """Neural construction as the warm start of PyVRP or OR-Tools, in one time budget.
 
-    The network's wall time is charged to ``time_limit``: the backend gets what is left (if
-    less than :data:`MIN_BACKEND_TIME` is left, the neural solution is returned). The result is
+    The network's wall time is charged to ``time_limit``: its construction is limited to
+    :data:`NEURAL_SHARE` of it (fewer starts when a full multistart would not fit) and the
+    backend gets what is left (if less than :data:`MIN_BACKEND_TIME` is left, the neural
+    solution is returned). The result is
     never worse than the neural warm start (compared with the instance's checker and cost).
 
     Parameters
@@ -570,7 +768,7 @@ class HybridSolver:
         self.neural.prepare(instance)
         t0 = time.perf_counter()
         warm = self.neural.solve(
-            instance, time_limit=time_limit, seed=seed, initial_routes=initial_routes
+            instance, time_limit=NEURAL_SHARE * time_limit, seed=seed, initial_routes=initial_routes
         )
         neural_time = time.perf_counter() - t0
         remaining = time_limit - neural_time

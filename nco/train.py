@@ -14,6 +14,12 @@ Design
   of epoch ``e`` on rank ``r`` is seeded by ``(seed, e, r, i)`` (instances AND the sampling
   stream), never from a global RNG stream, so ranks see different instances and a resumed run
   regenerates exactly the batches an uninterrupted run would have seen.
+* Multi-size training (``size=(lo, hi)``, CLI ``--size 50:500``): batch ``i`` of epoch ``e``
+  draws its size uniformly from ``lo..hi`` from the stream ``(seed, e, 0, i)`` of
+  :func:`batch_seed` (rank 0 for every rank: all ranks train the same size in a step, so no rank
+  waits for a larger one), see :meth:`TrainConfig.train_size`. Its batch is
+  :meth:`TrainConfig.batch_size_at` ``= max(1, round(batch_size * (lo / n) ** p))``; with
+  ``train_starts`` K, POMO decodes K random starts per instance instead of every customer.
 * Everything a resumed run needs (policy, optimizer, LR scheduler, the rollout baseline's frozen
   policy, the EMA value, reward-normalisation buffers, loop counters, the epoch position of the
   batch-index loader) lives in the Lightning checkpoint.
@@ -86,7 +92,7 @@ PRECISIONS = ("32", "32-true", "64", "64-true", "16-mixed", "bf16-mixed", "16-tr
 MOE_ROUTERS = ("topk", "loss_free", "expert_choice", "hierarchical")
 
 #: Streams of :func:`batch_seed` (instances and sampling must not share a stream).
-_STREAM_INSTANCES, _STREAM_SAMPLING, _STREAM_BASELINE_SET = 0, 1, 2
+_STREAM_INSTANCES, _STREAM_SAMPLING, _STREAM_BASELINE_SET, _STREAM_SIZE = 0, 1, 2, 3
 
 
 # ============================================================================= configuration
@@ -99,7 +105,10 @@ class TrainConfig:
 
     Parameters
     ----------
-    problem, size, distribution : what to train on (``size`` = customers or cities).
+    problem, size, distribution : what to train on (``size`` = customers or cities). ``size`` is
+        an int or a range: ``(lo, hi)``, ``[lo, hi]`` or ``"lo:hi"`` (stored as the tuple; ``lo ==
+        hi`` is the int). With a range every training batch has its own size ``n``, drawn
+        uniformly from ``lo..hi`` (see :meth:`train_size`).
     preset : policy preset (``am``, ``pomo``, ``pomo-moe``, ``rf-transformer``).
     policy : extra :class:`~nco.policies.PolicyConfig` fields (e.g. ``{"d_model": 64}``).
     moe_router, moe_experts, moe_k : MoE overrides (encoder router; experts and k for all MoEs).
@@ -108,10 +117,27 @@ class TrainConfig:
         single-start presets, ``shared`` for POMO-style multistart presets.
     decoding : training decoding strategy; None = the preset's ``train_decoding``.
     num_starts : POMO starts (None = the problem's default: every customer/city).
+    train_starts : POMO over a random subset of starts: the multistart training decoding uses
+        ``min(train_starts, the problem's number of start candidates)`` distinct random starts
+        per instance (``DecodeConfig(start_choice="random")``, drawn from the batch's sampling
+        stream), so the rollouts per instance stay K instead of growing with ``n`` (a step's work
+        ~ batch x K x n**2 instead of batch x n**3). None =
+        ``num_starts`` first starts as before. Needs a multistart decoding; excludes
+        ``num_starts``.
     num_samples : samples per instance (``sampling``) or per start (``multistart_sampling``).
     augment : 1 or 8 (dihedral augmentation of the training batch; ``shared`` averages over it).
-    batch_size : instances per step and process.
-    instances_per_epoch : instances per epoch over all processes.
+    batch_size : instances per step and process (with a size range: at the smallest size, see
+        :meth:`batch_size_at`).
+    batch_power : ``p`` of the batch scaling of a size range, ``batch(n) = max(1, round(
+        batch_size * (lo / n) ** p))``. None = the value that keeps ``rows x n**2`` constant (rows
+        = instances x rollouts per instance; the decoder's memory and work per step, ``n``
+        decoding steps attending over ``n`` nodes each, and the encoder's ``n x n`` attention):
+        2, or 3 for a multistart decoding over every customer (rows grow with ``n`` there too).
+        The decoding batches of generated validation sets are scaled by the same rule (never
+        above ``val_batch_size``; a ``val_data`` file uses ``val_batch_size`` as given).
+    instances_per_epoch : instances per epoch over all processes (it fixes the steps per epoch,
+        ``instances_per_epoch / (batch_size x processes)``; with a size range each of these steps
+        has its scaled batch, so an epoch holds fewer instances).
     epochs, lr, weight_decay : Adam schedule length, learning rate, L2 weight decay.
     lr_schedule : ``none`` | ``multistep`` (x ``lr_gamma`` at the ``lr_milestones`` fractions of
         ``epochs``) | ``cosine`` (to 0 over ``epochs``); stepped once per epoch.
@@ -128,6 +154,11 @@ class TrainConfig:
     val_size, val_seed, val_data, val_reference, val_batch_size : validation set (generated from
         ``val_seed`` unless ``val_data`` names an ``nco generate`` ``.pt`` file), optional reference
         costs for ``val/gap`` (CSV file or comma-separated numbers), decoding batch size.
+    val_sizes : generate ``val_size`` instances at each of these sizes (from ``val_seed``) and log
+        ``val/cost`` (mean over all of them) and ``val/cost_n{size}`` per size. None = ``(lo, hi)``
+        for a size range, the training size otherwise (one set, ``val/cost`` only). A string
+        ``"100,500"`` is accepted. Several validation sets exclude ``val_data`` and
+        ``val_reference`` (the reference costs and ``val/gap`` are for one set).
     variants : multi-variant problems (``mtvrp``): the variants mixed uniformly in training and
         validation batches (None = the generator's default).
     seed : seeds the model initialisation and every training batch.
@@ -141,7 +172,7 @@ class TrainConfig:
     """
 
     problem: str = "tsp"
-    size: int = 20
+    size: int | tuple[int, int] = 20
     distribution: str = "uniform"
     preset: str = "am"
     policy: dict[str, Any] = field(default_factory=dict)
@@ -151,9 +182,11 @@ class TrainConfig:
     baseline: str | None = None
     decoding: str | None = None
     num_starts: int | None = None
+    train_starts: int | None = None
     num_samples: int = 1
     augment: int = 1
     batch_size: int = 64
+    batch_power: float | None = None
     instances_per_epoch: int = 6400
     epochs: int = 10
     lr: float = 1e-4
@@ -174,6 +207,7 @@ class TrainConfig:
     val_data: str | None = None
     val_reference: str | None = None
     val_batch_size: int = 500
+    val_sizes: tuple[int, ...] | None = None
     variants: tuple[str, ...] | None = None
     seed: int = 1234
     init_from: str | None = None
@@ -193,6 +227,9 @@ class TrainConfig:
         object.__setattr__(self, "lr_milestones", tuple(float(x) for x in self.lr_milestones))
         object.__setattr__(self, "precision", str(self.precision))
         object.__setattr__(self, "policy", dict(self.policy or {}))
+        object.__setattr__(self, "size", _parse_size(self.size))
+        if self.val_sizes is not None:
+            object.__setattr__(self, "val_sizes", _parse_sizes(self.val_sizes))
         if isinstance(self.variants, str):
             object.__setattr__(
                 self, "variants", tuple(v.strip() for v in self.variants.split(",") if v.strip())
@@ -201,7 +238,9 @@ class TrainConfig:
             object.__setattr__(self, "variants", tuple(self.variants))
         choices = {
             "problem": available(),
-            "distribution": DISTRIBUTIONS,
+            "distribution": get_problem(self.problem).distributions
+            if self.problem in available()
+            else DISTRIBUTIONS,
             "preset": PRESETS,
             "lr_schedule": LR_SCHEDULES,
             "precision": PRECISIONS,
@@ -219,7 +258,6 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) not in allowed:
                 raise bad(name, getattr(self, name), "one of " + ", ".join(allowed))
         positive = (
-            "size",
             "num_samples",
             "batch_size",
             "instances_per_epoch",
@@ -234,7 +272,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise bad(name, v, "a positive integer")
-        for name in ("num_starts", "moe_experts", "moe_k"):
+        for name in ("num_starts", "train_starts", "moe_experts", "moe_k"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise bad(name, v, "a positive integer")
@@ -261,8 +299,29 @@ class TrainConfig:
                 raise bad(name, v, "a non-negative integer")
         if self.max_time is not None and not self.max_time > 0:
             raise bad("max_time", self.max_time, "a positive number of seconds")
-        if self.problem == "tsp" and self.size < 2:
-            raise bad("size", self.size, "at least 2 cities")
+        lo, _ = self.size_bounds
+        if self.problem == "tsp" and (lo < 2 or min(self.val_sizes or (2,)) < 2):
+            name, value = ("size", self.size) if lo < 2 else ("val_sizes", self.val_sizes)
+            raise bad(name, value, "at least 2 cities")
+        if self.batch_power is not None:
+            p = self.batch_power
+            if isinstance(p, bool) or not isinstance(p, int | float) or not (0 <= p < 10):
+                raise bad("batch_power", p, "a number in [0, 10)")
+            object.__setattr__(self, "batch_power", float(p))
+        if self.train_starts is not None and self.num_starts is not None:
+            raise ValueError(
+                "train-starts: cannot be combined with num-starts (train-starts K samples K "
+                "random starts; num-starts takes the first ones)"
+            )
+        if self.val_data is not None and self.val_sizes is not None:
+            raise ValueError(
+                "val-sizes: cannot be combined with val-data (the file is the validation set)"
+            )
+        if self.multi_validation and self.val_reference is not None:
+            raise ValueError(
+                "val-reference: reference costs are for one validation set; they cannot be "
+                "combined with val-sizes or a size range (use --val-data FILE)"
+            )
         dev = self.devices
         if not (dev == "auto" or (isinstance(dev, int) and not isinstance(dev, bool) and dev >= 1)):
             raise bad("devices", dev, "a positive integer or 'auto'")
@@ -298,6 +357,79 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` (unknown names raise TypeError)."""
         return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def size_bounds(self) -> tuple[int, int]:
+        """``(lo, hi)`` of the training sizes (``(n, n)`` for one size)."""
+        if isinstance(self.size, tuple):
+            return self.size
+        return self.size, self.size
+
+    @property
+    def multi_size(self) -> bool:
+        """True when ``size`` is a range (each batch draws its own size)."""
+        return isinstance(self.size, tuple)
+
+    @property
+    def max_size(self) -> int:
+        """The largest training size (what a checkpoint's ``info["size"]`` records)."""
+        return self.size_bounds[1]
+
+    @property
+    def size_label(self) -> str:
+        """``"50"`` or ``"50-500"`` (run directory names)."""
+        lo, hi = self.size_bounds
+        return str(lo) if lo == hi else f"{lo}-{hi}"
+
+    @property
+    def multi_validation(self) -> bool:
+        """True when validation uses one generated set per size of :attr:`validation_sizes`
+        (a size range or ``val_sizes``, no ``val_data``), logged per size."""
+        return self.val_data is None and (self.multi_size or self.val_sizes is not None)
+
+    @property
+    def validation_sizes(self) -> tuple[int, ...]:
+        """The sizes of the generated validation sets (``val_sizes``, else ``(lo, hi)`` of a
+        range, else the training size)."""
+        if self.val_sizes is not None:
+            return self.val_sizes
+        lo, hi = self.size_bounds
+        return (lo, hi) if lo != hi else (lo,)
+
+    def _power(self) -> float:
+        if self.batch_power is not None:
+            return self.batch_power
+        decoding = self.decoding or self.policy_config().train_decoding
+        every_start = (
+            decoding.startswith("multistart")
+            and self.num_starts is None
+            and self.train_starts is None
+        )
+        return 3.0 if every_start else 2.0
+
+    def train_size(self, epoch: int, index: int) -> int:
+        """Size of training batch ``index`` of ``epoch``: uniform on ``lo..hi`` from the
+        :func:`batch_seed` stream ``(seed, epoch, 0, index)`` (the same on every rank, and the
+        same after a resume); the size itself for an int ``size``."""
+        lo, hi = self.size_bounds
+        if lo == hi:
+            return lo
+        # a 62-bit SeedSequence draw modulo the range (bias < 2**-50; no numpy stream involved)
+        return lo + batch_seed(self.seed, epoch, 0, index, _STREAM_SIZE) % (hi - lo + 1)
+
+    def batch_size_at(self, n: int) -> int:
+        """Training batch at size ``n``: ``max(1, round(batch_size * (lo / n) ** p))`` (``p`` =
+        ``batch_power``, see the class doc); ``batch_size`` for an int ``size``."""
+        lo, hi = self.size_bounds
+        if lo == hi:
+            return self.batch_size
+        return _scaled(self.batch_size, lo, n, self._power())
+
+    def val_batch_size_at(self, n: int) -> int:
+        """Validation decoding batch at size ``n``: ``val_batch_size`` scaled as
+        :meth:`batch_size_at` relative to the smallest training size (never above it)."""
+        return _scaled(self.val_batch_size, self.size_bounds[0], n, self._power())
 
     # ------------------------------------------------------------------ resolution
     def policy_config(self) -> PolicyConfig:
@@ -342,11 +474,87 @@ class TrainConfig:
         # variants' costs differ in scale (a VRPTW route is ~2x an OVRP one); unnormalised
         # advantages let the costly variants dominate the gradient
         reward_norm = self.reward_norm or ("std" if self.problem == "mtvrp" else "none")
-        return self.replace(baseline=baseline, decoding=decoding, reward_norm=reward_norm)
+        if self.train_starts is not None and not decoding.startswith("multistart"):
+            raise ValueError(
+                f"train-starts: needs a multistart decoding (POMO), this run decodes with {decoding}"
+            )
+        extra: dict[str, Any] = {}
+        if self.multi_size:
+            if baseline == "rollout":
+                raise ValueError(
+                    "baseline: rollout needs one training size (its held set and t-test are per "
+                    "size); with a size range use --baseline shared, exponential or none"
+                )
+            extra = {
+                "val_sizes": self.validation_sizes if self.val_data is None else None,
+                "batch_power": self.replace(decoding=decoding)._power(),
+            }
+        return self.replace(baseline=baseline, decoding=decoding, reward_norm=reward_norm, **extra)
 
     def steps_per_epoch(self, world_size: int = 1) -> int:
         """Optimizer steps per epoch and process."""
         return max(1, math.ceil(self.instances_per_epoch / (self.batch_size * world_size)))
+
+
+# ============================================================================= sizes
+_SIZE_EXPECTED = "N or LO:HI with 1 <= LO <= HI"
+
+
+def _parse_size(value: Any) -> int | tuple[int, int]:
+    """``20``, ``"20"``, ``"50:500"``, ``(50, 500)`` or ``[50, 500]`` -> int or (lo, hi)."""
+
+    def fail() -> ValueError:
+        return ValueError(f"size: expected {_SIZE_EXPECTED}, got {value!r}")
+
+    parts: list[Any]
+    if isinstance(value, str):
+        parts = [x.strip() for x in value.split(":")]
+        try:
+            parts = [int(x) for x in parts]
+        except ValueError:
+            raise fail() from None
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        parts = [value]
+    if len(parts) not in (1, 2) or any(
+        isinstance(x, bool) or not isinstance(x, int | np.integer) for x in parts
+    ):
+        raise fail()
+    lo, hi = int(parts[0]), int(parts[-1])
+    if not 1 <= lo <= hi:
+        raise fail()
+    return lo if lo == hi else (lo, hi)
+
+
+def _parse_sizes(value: Any) -> tuple[int, ...]:
+    """``"100,500"`` or ``[100, 500]`` -> sorted distinct sizes."""
+
+    def fail() -> ValueError:
+        return ValueError(f"val-sizes: expected comma-separated positive integers, got {value!r}")
+
+    items: list[Any]
+    if isinstance(value, str):
+        try:
+            items = [int(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            raise fail() from None
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    else:
+        raise fail()
+    if not items or any(
+        isinstance(x, bool) or not isinstance(x, int | np.integer) or x < 1 for x in items
+    ):
+        raise fail()
+    return tuple(sorted({int(x) for x in items}))
+
+
+def _scaled(batch: int, lo: int, n: int, power: float) -> int:
+    """``max(1, round(batch * min(1, lo / n) ** power))``."""
+    return max(1, round(batch * min(1.0, lo / n) ** power))
 
 
 # ============================================================================= seeds and data
@@ -390,23 +598,30 @@ class _BatchIndices:
 
 
 class _ValBatches:
-    """(start, end) slices of the validation set handled by one rank (a contiguous shard each)."""
+    """(set, start, end) slices of the validation sets handled by one rank (a contiguous shard of
+    each set); ``sets`` holds (instances, decoding batch) per set."""
 
-    def __init__(self, size: int, batch: int, rank: int, world: int) -> None:
-        if size < world:
-            raise ValueError(f"{size} validation instances cannot be shared by {world} processes")
-        lo, hi = rank * size // world, (rank + 1) * size // world
-        self.slices = [(s, min(s + batch, hi)) for s in range(lo, hi, batch)]
+    def __init__(self, sets: Sequence[tuple[int, int]], rank: int, world: int) -> None:
+        self.slices: list[tuple[int, int, int]] = []
+        for k, (size, batch) in enumerate(sets):
+            if size < world:
+                raise ValueError(
+                    f"{size} validation instances cannot be shared by {world} processes"
+                )
+            lo, hi = rank * size // world, (rank + 1) * size // world
+            self.slices += [(k, s, min(s + batch, hi)) for s in range(lo, hi, batch)]
 
     def __len__(self) -> int:
         return len(self.slices)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         return iter(self.slices)
 
 
-def load_validation_set(config: TrainConfig) -> TensorDict:
-    """The fixed validation instances (CPU): ``val_data`` file or ``val_size`` from ``val_seed``."""
+def load_validation_set(config: TrainConfig) -> TensorDict | dict[int, TensorDict]:
+    """The fixed validation instances (CPU): the ``val_data`` file, or ``val_size`` instances from
+    ``val_seed``; with several validation sizes (:attr:`TrainConfig.multi_validation`: a size
+    range or ``val_sizes``) a dict ``{size: instances}`` with ``val_size`` instances per size."""
     problem = get_problem(config.problem)
     if config.val_data:
         name, td = load_dataset(config.val_data)
@@ -415,12 +630,22 @@ def load_validation_set(config: TrainConfig) -> TensorDict:
                 f"--val-data {config.val_data}: holds {name} instances, but --problem is {problem.name}"
             )
         return td
+    if config.multi_validation:
+        return {
+            n: make_generator(config, n)(config.val_size, seed=config.val_seed)
+            for n in config.validation_sizes
+        }
     return make_generator(config)(config.val_size, seed=config.val_seed)
 
 
-def make_generator(config: TrainConfig) -> Any:
-    """The run's instance generator (size, distribution, and the variant mix when given)."""
-    params: dict[str, Any] = {"num_loc": config.size, "distribution": config.distribution}
+def make_generator(config: TrainConfig, size: int | None = None) -> Any:
+    """The run's instance generator (size, distribution, and the variant mix when given);
+    ``size`` overrides the training size (required for a size range: one generator per size)."""
+    if size is None:
+        if config.multi_size:
+            raise ValueError("make_generator: a size range needs the size of the generator")
+        size = config.max_size
+    params: dict[str, Any] = {"num_loc": size, "distribution": config.distribution}
     if config.variants:
         params["variants"] = list(config.variants)
     try:
@@ -688,7 +913,7 @@ def make_baseline(config: TrainConfig, policy: AttentionPolicy, problem: Problem
         return RolloutBaseline(
             policy,
             problem=problem,
-            size=config.size,
+            size=config.max_size,
             distribution=config.distribution,
             eval_size=config.bl_eval_size,
             alpha=config.bl_alpha,
@@ -773,15 +998,34 @@ def _init_policy(policy: AttentionPolicy, pcfg: PolicyConfig, cfg: TrainConfig) 
             f"init-from {path}: trained on problem {info['problem']!r}, this run is {cfg.problem!r}"
         )
     theirs, ours = PolicyConfig.from_dict(info["policy"]).to_dict(), pcfg.to_dict()
-    diff = [
-        f"{k}={theirs.get(k)!r} (run: {ours.get(k)!r})" for k in ours if theirs.get(k) != ours[k]
-    ]
-    if diff:
+    changed = {k for k in ours if theirs.get(k) != ours[k]}
+    # A network without the distance bias grows into one with it: the bias coefficients start
+    # at 0, so the run starts from exactly the function of the checkpoint.
+    grows = (
+        bool(changed)
+        and changed <= {"name", "attn_dist_bias"}
+        and not theirs.get("attn_dist_bias")
+        and bool(ours.get("attn_dist_bias"))
+    )
+    diff = [f"{k}={theirs.get(k)!r} (run: {ours.get(k)!r})" for k in ours if k in changed]
+    if changed - {"name"} and not grows:
         raise ValueError(
             f"init-from {path}: its policy differs from this run's in {', '.join(diff)}; "
-            "use the same preset and policy options"
+            "use the same preset and policy options (or only add attn_dist_bias)"
         )
-    policy.load_state_dict(state)
+    if not grows:
+        policy.load_state_dict(state)
+        return
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith("_alpha") for k in missing):
+        raise ValueError(
+            f"init-from {path}: weights do not match this network (missing {missing}, "
+            f"unexpected {unexpected})"
+        )
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if name in missing:
+                p.zero_()
 
 
 class REINFORCEModule(L.LightningModule):
@@ -790,12 +1034,15 @@ class REINFORCEModule(L.LightningModule):
     Parameters
     ----------
     config : the training configuration (resolved here).
-    val_data : validation instances [V] (CPU); None generates them from ``config``.
-    val_reference : reference costs [V] for ``val/gap`` (None: no gap).
+    val_data : validation instances [V] (CPU), or ``{size: instances}`` for several validation
+        sizes (what :func:`load_validation_set` returns); None generates them from ``config``.
+    val_reference : reference costs [V] for ``val/gap`` (None: no gap; one set only).
 
     Logged metrics: ``train/loss``, ``train/reward`` (mean over rollouts), ``train/advantage``
-    (mean |advantage|), ``train/epoch_reward``, ``val/cost``, ``val/gap`` (%), ``baseline/*`` and
-    for MoE policies ``moe/load_e{i}``, ``moe/entropy``, ``moe/dropped_fraction``,
+    (mean |advantage|), ``train/epoch_reward``, ``val/cost``, ``val/gap`` (%), ``baseline/*``;
+    with a size range ``train/size`` and ``train/batch_size`` (the step's drawn size and batch);
+    with several validation sizes ``val/cost_n{size}`` (``val/cost`` is the mean over all
+    validation instances); for MoE policies ``moe/load_e{i}``, ``moe/entropy``, ``moe/dropped_fraction``,
     ``moe/dense_fraction``, ``moe/aux_loss``, ``moe/z_loss``.
     """
 
@@ -824,42 +1071,75 @@ class REINFORCEModule(L.LightningModule):
         self.save_hyperparameters(
             checkpoint_info(pcfg, cfg), ignore=["config", "val_data", "val_reference"]
         )
-        self._generator = make_generator(cfg)
-        self._envs: dict[str, EnvBase] = {}
+        self._generators: dict[int, Any] = {}
+        self._envs: dict[tuple[str, int], EnvBase] = {}
         self.val_data = val_data if val_data is not None else load_validation_set(cfg)
-        if val_reference is not None and len(val_reference) != self.val_data.batch_size[0]:
-            raise ValueError(
-                f"{len(val_reference)} reference costs for {self.val_data.batch_size[0]} validation instances"
-            )
+        # (size label or None for one unlabelled set, instances, decoding batch) per set
+        self._val_sets: list[tuple[int | None, TensorDict, int]]
+        if isinstance(self.val_data, TensorDict):
+            self._val_sets = [(None, self.val_data, cfg.val_batch_size)]
+        else:
+            self._val_sets = [
+                (int(n), td, cfg.val_batch_size_at(int(n)))
+                for n, td in sorted(self.val_data.items())
+            ]
+            if not self._val_sets:
+                raise ValueError("val_data: no validation sets")
+        if val_reference is not None:
+            if len(self._val_sets) != 1 or self._val_sets[0][0] is not None:
+                raise ValueError("reference costs need one validation set (not one per size)")
+            count = self._val_sets[0][1].batch_size[0]
+            if len(val_reference) != count:
+                raise ValueError(
+                    f"{len(val_reference)} reference costs for {count} validation instances"
+                )
         self.val_reference = val_reference
         self._train_batches: _BatchIndices | None = None
         self._val_sums: list[Tensor] = []
         self._epoch_reward = [0.0, 0]
 
     # ------------------------------------------------------------------ helpers
-    def env(self) -> EnvBase:
-        """The problem's environment on the module's device (one per device, stateless)."""
-        key = str(self.device)
+    def env(self, size: int | None = None) -> EnvBase:
+        """The problem's environment for ``size`` (default: the largest training size) on the
+        module's device (one per device and size, stateless)."""
+        n = self.config.max_size if size is None else int(size)
+        key = (str(self.device), n)
         if key not in self._envs:
-            self._envs[key] = self.problem.make_env(num_loc=self.config.size, device=self.device)
+            self._envs[key] = self.problem.make_env(num_loc=n, device=self.device)
         return self._envs[key]
+
+    def generator(self, size: int | None = None) -> Any:
+        """The training instance generator for ``size`` (default: the largest training size)."""
+        n = self.config.max_size if size is None else int(size)
+        if n not in self._generators:
+            self._generators[n] = make_generator(self.config, n)
+        return self._generators[n]
 
     def _world(self) -> tuple[int, int]:
         if self._trainer is None:
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def train_decode_config(self, seed: int) -> DecodeConfig:
-        """The training decoding configuration (sampling stream ``seed``)."""
+    def train_decode_config(self, seed: int, td: TensorDict | None = None) -> DecodeConfig:
+        """The training decoding configuration (sampling stream ``seed``, which also draws the
+        random POMO starts of ``train_starts``; ``td`` = the batch, needed with
+        ``train_starts`` to cap it at the problem's number of start candidates)."""
         c = self.config
+        num_starts, start_choice = c.num_starts, "first"
+        if c.train_starts is not None:
+            if td is None:
+                raise ValueError("train_decode_config: train_starts needs the batch")
+            num_starts = min(c.train_starts, int(self.problem.num_starts(td)))
+            start_choice = "random"
         return DecodeConfig(
             strategy=c.decoding,
-            num_starts=c.num_starts,
+            num_starts=num_starts,
             num_samples=c.num_samples,
             augment=c.augment,
             select_best=False,
             return_actions=False,
             seed=seed,
+            start_choice=start_choice,
         )
 
     # ------------------------------------------------------------------ data
@@ -870,7 +1150,8 @@ class REINFORCEModule(L.LightningModule):
 
     def val_dataloader(self) -> _ValBatches:
         rank, world = self._world()
-        return _ValBatches(self.val_data.batch_size[0], self.config.val_batch_size, rank, world)
+        sets = [(td.batch_size[0], batch) for _, td, batch in self._val_sets]
+        return _ValBatches(sets, rank, world)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -880,13 +1161,16 @@ class REINFORCEModule(L.LightningModule):
         # Anything inside the policy that draws from torch's global RNG (MoE noise) is tied to the
         # batch too, so a resumed run repeats it exactly.
         torch.manual_seed(seed)
-        td = self._generator(c.batch_size, seed=seed, device=self.device)
-        env = self.env()
+        # A size range: this batch's size (same on every rank) and the batch scaled to it.
+        n = c.train_size(self.current_epoch, batch_idx)
+        bs = c.batch_size_at(n)
+        td = self.generator(n)(bs, seed=seed, device=self.device)
+        env = self.env(n)
         out = self.policy(
             td,
             env,
             self.train_decode_config(
-                batch_seed(c.seed, self.current_epoch, rank, batch_idx, _STREAM_SAMPLING)
+                batch_seed(c.seed, self.current_epoch, rank, batch_idx, _STREAM_SAMPLING), td
             ),
         )
         reward = out.reward.float()
@@ -914,7 +1198,10 @@ class REINFORCEModule(L.LightningModule):
                 }
             )
         logs["train/loss"] = loss.detach()
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=c.batch_size)
+        if c.multi_size:
+            logs["train/size"] = torch.tensor(float(n))
+            logs["train/batch_size"] = torch.tensor(float(bs))
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=bs)
         self.log(
             "loss",
             loss.detach(),
@@ -922,7 +1209,7 @@ class REINFORCEModule(L.LightningModule):
             on_step=True,
             on_epoch=False,
             logger=False,
-            batch_size=c.batch_size,
+            batch_size=bs,
         )
         self.log(
             "reward",
@@ -931,7 +1218,7 @@ class REINFORCEModule(L.LightningModule):
             on_step=True,
             on_epoch=False,
             logger=False,
-            batch_size=c.batch_size,
+            batch_size=bs,
         )
         self._epoch_reward[0] += float(logs["train/reward"])
         self._epoch_reward[1] += 1
@@ -954,40 +1241,47 @@ class REINFORCEModule(L.LightningModule):
         self._val_sums = []
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        start, end = (int(x) for x in batch)
-        td = self.val_data[start:end]
+        k, start, end = (int(x) for x in batch)
+        size, data, val_batch = self._val_sets[k]
+        td = data[start:end]
         cost = decode_costs(
             self.policy,
             td,
-            self.env(),
+            self.env(size),
             strategy=self.policy.config.decoding,
-            batch_size=self.config.val_batch_size,
+            batch_size=val_batch,
         )
-        row = [cost.double().sum(), torch.tensor(float(end - start), dtype=torch.float64)]
+        width = 3 if self.val_reference is not None else 2
+        row = torch.zeros(len(self._val_sets), width, dtype=torch.float64, device=self.device)
+        row[k, 0] = cost.double().sum().to(self.device)
+        row[k, 1] = float(end - start)
         if self.val_reference is not None:
             ref = self.val_reference[start:end].to(cost.device)
-            row.append((100.0 * (cost.double() / ref - 1.0)).sum())
-        self._val_sums.append(torch.stack([r.to(self.device) for r in row]))
+            row[k, 2] = (100.0 * (cost.double() / ref - 1.0)).sum().to(self.device)
+        self._val_sums.append(row)
 
     def on_validation_epoch_end(self) -> None:
         width = 3 if self.val_reference is not None else 2
         local = (
             torch.stack(self._val_sums).sum(0)
             if self._val_sums
-            else torch.zeros(width, dtype=torch.float64, device=self.device)
+            else torch.zeros(len(self._val_sets), width, dtype=torch.float64, device=self.device)
         )
-        # Exact mean over the whole set (ranks may hold slices of different sizes).
+        # Exact means over the whole sets (ranks may hold slices of different sizes).
         total = (
             self.trainer.strategy.reduce(local.float(), reduce_op="sum")
             if self.trainer.world_size > 1
             else local
         )
-        count = float(total[1])
+        count = float(total[:, 1].sum())
         if count == 0:
             return
-        self.log("val/cost", float(total[0]) / count, prog_bar=True, sync_dist=True)
+        self.log("val/cost", float(total[:, 0].sum()) / count, prog_bar=True, sync_dist=True)
         if self.val_reference is not None:
-            self.log("val/gap", float(total[2]) / count, prog_bar=False, sync_dist=True)
+            self.log("val/gap", float(total[0, 2]) / count, prog_bar=False, sync_dist=True)
+        for (size, _, _), per in zip(self._val_sets, total):
+            if size is not None and float(per[1]) > 0:
+                self.log(f"val/cost_n{size}", float(per[0]) / float(per[1]), sync_dist=True)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
@@ -1241,7 +1535,11 @@ def train(
     # Build everything that can reject the input (validation data, --init-from) before the run
     # directory is written, so bad input leaves no partial run behind.
     val = load_validation_set(cfg)
-    ref = load_reference(cfg.val_reference, val.batch_size[0])
+    ref = (
+        load_reference(cfg.val_reference, val.batch_size[0])
+        if isinstance(val, TensorDict)
+        else None
+    )
     module = REINFORCEModule(cfg, val_data=val, val_reference=ref)
     if _is_rank_zero():
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The attention policy: encoder + pointer decoder + a decoding strategy, in one call.
 
-``policy(td, env, "multistart_greedy", augment=8) -> Rollout``. AM, POMO, MVMoE and RouteFinder
-are :class:`~nco.policies.presets.PolicyConfig` presets of this one module.
+``policy(td, env, "multistart_greedy", augment=8) -> Rollout``. AM, POMO, MVMoE, RouteFinder and
+POMO-dist (ICAM distance bias + ReLD decoder) are :class:`~nco.policies.presets.PolicyConfig`
+presets of this one module.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def build_policy(
 
     Parameters
     ----------
-    preset : ``am | pomo | pomo-moe | rf-transformer`` or a :class:`PolicyConfig`.
+    preset : ``am | pomo | pomo-moe | rf-transformer | pomo-dist`` or a :class:`PolicyConfig`.
     problem : problem name (see ``nco.envs.available()``) or :class:`~nco.envs.Problem`.
     **overrides : :class:`PolicyConfig` fields, e.g. ``d_model=32, num_layers=2``.
 

@@ -1,7 +1,7 @@
 """Policy configurations: one frozen dataclass and the named presets of the literature.
 
-AM, POMO, MVMoE and RouteFinder are configurations of the same encoder/decoder pieces, not
-subclasses: :func:`get_preset` returns a :class:`PolicyConfig`, :func:`nco.policies.build_policy`
+AM, POMO, MVMoE, RouteFinder and the size-generalising POMO variant (ICAM's distance bias +
+ReLD's decoder) are configurations of the same encoder/decoder pieces, not subclasses: :func:`get_preset` returns a :class:`PolicyConfig`, :func:`nco.policies.build_policy`
 turns it into a module. ``PolicyConfig.to_dict``/``from_dict`` round-trip through plain Python
 types so that checkpoints can store it.
 """
@@ -36,6 +36,16 @@ class PolicyConfig:
     decoder_moe : MoE on the decoder's multi-head combination (output projection), MVMoE style.
     decoder_moe_hidden : hidden size of the decoder MoE experts; None = ``d_model``.
     tanh_clip : logit clipping ``C * tanh(u)`` of the pointer (Bello et al.); 0 disables it.
+    attn_dist_bias : ICAM's instance-conditioned adaptation bias (Zhou et al. 2024): every
+        encoder self-attention score, the decoder's glimpse scores and the pointer's
+        compatibility (before tanh clipping) get ``-alpha * log2(N) * d_ij``, with ``d_ij`` the
+        Euclidean distance between nodes i and j in the normalised coordinates (in the decoder:
+        from each row's current node), N the number of nodes and ``alpha`` learnt (one per head
+        and layer in the encoder, one per head for the glimpse, one for the pointer; init 1).
+        The model then needs the coordinates (``td["locs"]``), not only the node features.
+    decoder_residual_ffn : ReLD decoder (Huang et al. 2025): identity mapping around the
+        glimpse and a feed-forward layer after it, ``h = q + W_o MHA(q, K, V)``,
+        ``h = h + FF(h)`` (FF of kind ``ffn`` with hidden size ``d_ff``), then the pointer.
     decoding : default decoding strategy at evaluation.
     train_decoding : decoding strategy training uses (informational for the trainer).
     """
@@ -53,6 +63,8 @@ class PolicyConfig:
     decoder_moe: MoEConfig | None = None
     decoder_moe_hidden: int | None = None
     tanh_clip: float = 10.0
+    attn_dist_bias: bool = False
+    decoder_residual_ffn: bool = False
     decoding: str = "greedy"
     train_decoding: str = "sampling"
 
@@ -71,6 +83,9 @@ class PolicyConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.ffn not in FFNS:
             raise ValueError(f"ffn must be one of {FFNS}, got {self.ffn!r}")
+        for flag in ("attn_dist_bias", "decoder_residual_ffn"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         if self.moe_layers is not None:
             object.__setattr__(self, "moe_layers", tuple(int(i) for i in self.moe_layers))
             bad = [i for i in self.moe_layers if not 0 <= i < self.num_layers]
@@ -102,7 +117,8 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise TypeError."""
+        """Inverse of :meth:`to_dict`; unknown keys raise TypeError. Keys added after a checkpoint
+        was written (e.g. ``attn_dist_bias``) take their defaults, which reproduce the old model."""
         kw = dict(data)
         for key in ("moe", "decoder_moe"):
             if isinstance(kw.get(key), dict):
@@ -151,6 +167,19 @@ _PRESETS: dict[str, Any] = {
         layer="pre_norm",
         norm="rms",
         ffn="swiglu",
+        decoding="multistart_greedy",
+        train_decoding="multistart_sampling",
+    ),
+    # POMO with distance-aware, size-adaptive attention for generalisation to large instances:
+    # ICAM's adaptation bias -alpha log2(N) d_ij in the encoder, the glimpse and the pointer
+    # (Zhou et al. 2024) and ReLD's decoder, identity mapping + feed-forward after the glimpse
+    # (Huang et al. 2025).
+    "pomo-dist": lambda: PolicyConfig(
+        name="pomo-dist",
+        num_layers=6,
+        norm="instance",
+        attn_dist_bias=True,
+        decoder_residual_ffn=True,
         decoding="multistart_greedy",
         train_decoding="multistart_sampling",
     ),

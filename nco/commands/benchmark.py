@@ -49,7 +49,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--num", type=int, default=100, help="number of instances; default 100")
     g.add_argument(
-        "--distribution", default="uniform", help="generator distribution; default uniform"
+        "--distribution",
+        default="uniform",
+        help="generator distribution: uniform, clustered, mixed; cvrp also uchoa (X-like); "
+        "default uniform",
     )
     p.add_argument(
         "--seed",

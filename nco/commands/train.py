@@ -10,6 +10,7 @@ Examples::
 
     nco train --problem tsp --size 20 --preset am --epochs 20 --out runs/tsp20-am
     nco train --problem cvrp --size 50 --preset pomo-moe --moe-experts 8 --out runs/cvrp50-moe
+    nco train --problem cvrp --size 50:500 --preset pomo --train-starts 32 --out runs/cvrp50-500
     nco train --resume runs/tsp20-am --epochs 40          # continue (and extend) a run
     nco train --config run.yaml --devices 2 --strategy ddp --accelerator cpu
 """
@@ -32,9 +33,20 @@ PROG = "nco train"
 #: (flag, TrainConfig field, type, help) for the options that map 1:1 onto TrainConfig.
 _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--problem", "problem", str, "problem: tsp, cvrp, cvrptw"),
-    ("--size", "size", int, "customers (VRPs) or cities (TSP)"),
-    ("--distribution", "distribution", str, "instance distribution: uniform, clustered, mixed"),
-    ("--preset", "preset", str, "policy preset: am, pomo, pomo-moe, rf-transformer"),
+    (
+        "--size",
+        "size",
+        str,
+        "customers (VRPs) or cities (TSP): N, or a range LO:HI (each batch draws its size "
+        "uniformly from LO..HI; batch-size is the batch at LO, scaled down for larger sizes)",
+    ),
+    (
+        "--distribution",
+        "distribution",
+        str,
+        "instance distribution: uniform, clustered, mixed; cvrp also uchoa (X-like)",
+    ),
+    ("--preset", "preset", str, "policy preset: am, pomo, pomo-moe, rf-transformer, pomo-dist"),
     ("--moe-router", "moe_router", str, "MoE router: topk, loss_free, expert_choice, hierarchical"),
     (
         "--moe-experts",
@@ -55,7 +67,14 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         str,
         "training decoding: sampling or multistart_sampling (default: the preset's)",
     ),
-    ("--batch-size", "batch_size", int, "instances per step and device"),
+    ("--batch-size", "batch_size", int, "instances per step and device (at the smallest size)"),
+    (
+        "--batch-power",
+        "batch_power",
+        float,
+        "size range: the batch at size n is max(1, round(batch-size * (LO/n)^P)) "
+        "(default: 2, or 3 for POMO over every customer)",
+    ),
     ("--instances-per-epoch", "instances_per_epoch", int, "instances per epoch (all devices)"),
     ("--epochs", "epochs", int, "epochs"),
     ("--lr", "lr", float, "Adam learning rate"),
@@ -69,6 +88,12 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--grad-clip", "grad_clip", float, "gradient-norm clip, 0 = off"),
     ("--precision", "precision", str, "Lightning precision: 32, 16-mixed, bf16-mixed, ..."),
     ("--num-starts", "num_starts", int, "POMO starts (default: every customer/city)"),
+    (
+        "--train-starts",
+        "train_starts",
+        int,
+        "POMO training over K random starts per instance (cost linear in the size; default: every customer/city)",
+    ),
     (
         "--num-samples",
         "num_samples",
@@ -89,7 +114,14 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--seed", "seed", int, "seed of the initial weights and of every training batch"),
     ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints/last.ckpt saves"),
     ("--log-every", "log_every", int, "steps between metrics.csv rows"),
-    ("--val-size", "val_size", int, "generated validation instances"),
+    ("--val-size", "val_size", int, "generated validation instances (per validation size)"),
+    (
+        "--val-sizes",
+        "val_sizes",
+        str,
+        "sizes of the generated validation sets, e.g. 100,500 (default: LO,HI of a --size range); "
+        "logs val/cost and val/cost_nSIZE",
+    ),
     ("--val-seed", "val_seed", int, "seed of the generated validation set"),
     (
         "--val-data",
@@ -119,6 +151,9 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 )
 
 
+_METAVARS = {"size": "N|LO:HI", "val_sizes": "N,N,...", "train_starts": "K", "batch_power": "P"}
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the train arguments to a parser (every option defaults to None = not given)."""
     from nco.train import TrainConfig
@@ -134,7 +169,9 @@ def configure(p: argparse.ArgumentParser) -> None:
             type=typ,
             default=None,
             choices=choices.get(name),
-            metavar=None if name in choices else {int: "N", float: "X"}.get(typ, "VALUE"),
+            metavar=None
+            if name in choices
+            else _METAVARS.get(name) or {int: "N", float: "X"}.get(typ, "VALUE"),
             help=help_text + shown,
         )
     p.add_argument(
@@ -187,13 +224,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def _choices() -> dict[str, tuple[str, ...]]:
     from nco.envs import available
-    from nco.envs.common import DISTRIBUTIONS
+    from nco.envs.cvrp import CVRP_DISTRIBUTIONS
     from nco.policies import PRESETS
     from nco.train import BASELINES, LR_SCHEDULES, MOE_ROUTERS, REWARD_NORMS
 
     return {
         "problem": tuple(available()),
-        "distribution": tuple(DISTRIBUTIONS),
+        "distribution": CVRP_DISTRIBUTIONS,  # a superset of every problem's
         "preset": tuple(PRESETS),
         "moe_router": MOE_ROUTERS,
         "baseline": BASELINES,
@@ -310,6 +347,7 @@ def _run(args: argparse.Namespace) -> int:
             "decoding",
             "augment",
             "num_starts",
+            "train_starts",
             "num_samples",
         )
         old = build_config(argparse.Namespace(), base).resolved()
@@ -324,7 +362,7 @@ def _run(args: argparse.Namespace) -> int:
         run_dir = (
             args.out
             or Path("runs")
-            / f"{cfg.problem}{cfg.size}-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+            / f"{cfg.problem}{cfg.size_label}-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
         if (run_dir / "checkpoints" / "last.ckpt").is_file() and _is_rank_zero():
             raise ValueError(

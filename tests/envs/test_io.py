@@ -50,8 +50,13 @@ def test_known_values_by_name(instances_dir):
     assert "distance" in td.keys() and td["locs"].shape == (1, 13, 2)
 
 
+#: Sets of the benchmark pack in the dialects and conventions nco reads; the pack's other
+#: folders (vrpb, mdvrptw, vrptw-gh1000) use PyVRP's VRPLIB extensions and conventions.
+PACK_SETS = ("cvrplib-x", "cvrplib-small", "tsplib", "solomon")
+
+
 def test_whole_benchmark_pack_reproduces_bks(shared_data):
-    rows = list(csv.DictReader((shared_data / "bks.csv").open()))
+    rows = [r for r in csv.DictReader((shared_data / "bks.csv").open()) if r["set"] in PACK_SETS]
     checked = 0
     for row in rows:
         folder = shared_data / row["set"]
@@ -75,6 +80,90 @@ def test_distance_conventions():
     assert distance_matrix(c, "SOLOMON")[0, 2] == pytest.approx(1.4)
     assert distance_matrix(c, "SOLOMON")[0, 3] == pytest.approx(0.2)
     assert distance_matrix(c, "EXACT")[0, 2] == pytest.approx(np.sqrt(2))
+
+
+def test_more_tsplib_distance_types_by_hand():
+    c = np.array([[0.0, 0.0], [3.0, 4.2], [10.0, 0.0], [2.5, -1.4]])
+    # |dx| + |dy| = 7.2 -> 7; max(nint 3, nint 4.2) = 4; nint(3.9) = 4, nint(2.5) = 3 (TSPLIB's
+    # nint is (int)(x + 0.5)).
+    assert distance_matrix(c, "MAN_2D")[0, 1] == 7.0 and distance_matrix(c, "MAX_2D")[0, 1] == 4.0
+    assert distance_matrix(c, "MAN_2D")[0, 3] == 4.0 and distance_matrix(c, "MAX_2D")[0, 3] == 3.0
+    assert distance_matrix(c, "CEIL_2D")[0, 1] == 6.0  # sqrt(26.64) = 5.16
+    # ATT: r = sqrt(d^2 / 10); nint(r), plus one when that rounded down.
+    assert distance_matrix(c, "ATT")[0, 1] == 2.0  # r = 1.632 -> 2
+    assert distance_matrix(c, "ATT")[0, 2] == 4.0  # r = 3.162 -> nint 3 < r -> 4
+    for conv in ("ATT", "GEO", "MAN_2D", "MAX_2D"):
+        d = distance_matrix(c, conv)
+        assert (np.diag(d) == 0).all() and (d == d.T).all()
+
+
+# Public TSPLIB 95 data (Reinelt): coordinates and optimal tours (1-based) with their lengths.
+BURMA14_GEO = [(16.47, 96.10), (16.47, 94.44), (20.09, 92.54), (22.39, 93.37), (25.23, 97.24), (22.00, 96.05), (20.47, 97.02), (17.20, 96.29), (16.30, 97.38), (14.05, 98.12), (16.53, 97.38), (21.52, 95.59), (19.41, 97.13), (20.09, 94.55)]
+ULYSSES16_GEO = [(38.24, 20.42), (39.57, 26.15), (40.56, 25.32), (36.26, 23.12), (33.48, 10.54), (37.56, 12.19), (38.42, 13.11), (37.52, 20.44), (41.23, 9.10), (41.17, 13.05), (36.08, -5.21), (38.47, 15.13), (38.15, 15.35), (37.51, 15.17), (35.49, 14.32), (39.36, 19.56)]
+ATT48_ATT = [(6734, 1453), (2233, 10), (5530, 1424), (401, 841), (3082, 1644), (7608, 4458), (7573, 3716), (7265, 1268), (6898, 1885), (1112, 2049), (5468, 2606), (5989, 2873), (4706, 2674), (4612, 2035), (6347, 2683), (6107, 669), (7611, 5184), (7462, 3590), (7732, 4723), (5900, 3561), (4483, 3369), (6101, 1110), (5199, 2182), (1633, 2809), (4307, 2322), (675, 1006), (7555, 4819), (7541, 3981), (3177, 756), (7352, 4506), (7545, 2801), (3245, 3305), (6426, 3173), (4608, 1198), (23, 2216), (7248, 3779), (7762, 4595), (7392, 2244), (3484, 2829), (6271, 2135), (4985, 140), (1916, 1569), (7280, 4899), (7509, 3239), (10, 2676), (6807, 2993), (5185, 3258), (3023, 1942)]
+TSPLIB_OPTIMA = {
+    # burma14 has no published tour file; this one is checked optimal by Held-Karp below.
+    "burma14": ("GEO", BURMA14_GEO, [1, 10, 9, 11, 8, 13, 7, 12, 6, 5, 4, 3, 14, 2], 3323),
+    "ulysses16": ("GEO", ULYSSES16_GEO, [1, 14, 13, 12, 7, 6, 15, 5, 11, 9, 10, 16, 3, 2, 4, 8], 6859),
+    "att48": ("ATT", ATT48_ATT, [1, 8, 38, 31, 44, 18, 7, 28, 6, 37, 19, 27, 17, 43, 30, 36, 46, 33, 20, 47, 21, 32, 39, 48, 5, 42, 24, 10, 45, 35, 4, 26, 2, 29, 34, 41, 16, 22, 3, 23, 14, 25, 13, 11, 12, 15, 40, 9], 10628),
+}
+
+
+def _tsplib_text(name: str, ewt: str, coords: list[tuple[float, float]]) -> str:
+    rows = "".join(f"{i} {x} {y}\n" for i, (x, y) in enumerate(coords, 1))
+    return f"NAME: {name}\nTYPE: TSP\nDIMENSION: {len(coords)}\nEDGE_WEIGHT_TYPE: {ewt}\nNODE_COORD_SECTION\n{rows}EOF\n"
+
+
+def _held_karp(d: np.ndarray) -> float:
+    """Exact TSP optimum by dynamic programming over subsets of nodes 1..N-1."""
+    m = d.shape[0] - 1
+    inner = d[1:, 1:]
+    best = np.full((1 << m, m), np.inf)
+    best[1 << np.arange(m), np.arange(m)] = d[0, 1:]
+    for mask in range(1, 1 << m):
+        row = best[mask]
+        if not np.isfinite(row).any():
+            continue
+        reach = (row[:, None] + inner).min(0)
+        for k in np.nonzero(~((mask >> np.arange(m)) & 1).astype(bool))[0]:
+            nxt = mask | (1 << int(k))
+            best[nxt, k] = min(best[nxt, k], reach[k])
+    return float((best[-1] + d[1:, 0]).min())
+
+
+@pytest.mark.parametrize("name", sorted(TSPLIB_OPTIMA))
+def test_tsplib_geo_and_att_reproduce_known_optima(tmp_path, name):
+    ewt, coords, tour, optimum = TSPLIB_OPTIMA[name]
+    path = tmp_path / f"{name}.tsp"
+    path.write_text(_tsplib_text(name, ewt, coords))
+    inst = load(path)
+    assert (inst.problem, inst.edge_weight, inst.num_nodes) == ("tsp", ewt, len(coords))
+    assert sorted(tour) == list(range(1, len(coords) + 1))
+    sol = Solution.from_routes(inst, [[v - 1 for v in tour]])
+    assert sol.feasible and sol.cost == optimum
+    if name == "burma14":
+        assert _held_karp(inst.distance) == optimum
+    # The tensors carry the matrix: Euclidean distance on the coordinates is not the metric.
+    td = inst.to_tensordict()
+    assert "distance" in td.keys()
+    seq = torch.tensor([[v - 1 for v in tour]])
+    tensor_cost = E.get_problem("tsp").cost(td, seq).double() * float(td["scale"])
+    assert tensor_cost.item() == pytest.approx(optimum, rel=1e-6)
+
+
+@pytest.mark.parametrize("ewt", ["GEO", "ATT", "CEIL_2D", "MAN_2D", "MAX_2D"])
+def test_writing_keeps_the_tsplib_type(tmp_path, ewt):
+    _, coords, tour, _ = TSPLIB_OPTIMA["ulysses16"]
+    inst = Instance.from_arrays(coords=coords, edge_weight=ewt, name="u16")
+    back = load(E.write_instance(inst, tmp_path / "u16.tsp"))
+    assert back.edge_weight == ewt and f"EDGE_WEIGHT_TYPE: {ewt}" in (tmp_path / "u16.tsp").read_text()
+    np.testing.assert_array_equal(back.distance, inst.distance)
+    sol = Solution.from_routes(back, [[v - 1 for v in tour]], solver="file")
+    again = Solution.from_routes(back, read_solution(sol.write(tmp_path / "u16.tour"), back))
+    assert again.routes == sol.routes and again.cost == sol.cost
+    cvrp = Instance.from_arrays(coords=coords, demand=[0] + [1] * 15, capacity=5, edge_weight=ewt)
+    back = load(E.write_instance(cvrp, tmp_path / "u16.vrp"))
+    assert back.edge_weight == ewt and back.route_cost([[1, 2, 3]]) == cvrp.route_cost([[1, 2, 3]])
 
 
 @pytest.mark.parametrize("name", ["X-n101-k25", "C101", "kroA100"])
@@ -165,7 +254,7 @@ BAD_CASES = {
     "nan coordinate": (BASE.replace("3 6 8", "3 nan 8"), "NODE_COORD_SECTION", "NaN"),
     "infinite coordinate": (BASE.replace("3 6 8", "3 inf 8"), "NODE_COORD_SECTION", "infinity"),
     "negative demand": (BASE.replace("2 4\n", "2 -4\n"), "DEMAND_SECTION", "non-negative"),
-    "unknown edge weight type": (BASE.replace("EUC_2D", "GEO"), "EDGE_WEIGHT_TYPE", "unsupported"),
+    "unknown edge weight type": (BASE.replace("EUC_2D", "XRAY1"), "EDGE_WEIGHT_TYPE", "unsupported"),
     "missing capacity": (BASE.replace("CAPACITY : 10\n", ""), "CAPACITY", "missing"),
     "missing dimension": (BASE.replace("DIMENSION : 4\n", ""), "DIMENSION", "missing"),
     "time window start after end": (
@@ -194,10 +283,69 @@ def test_good_base_file_loads(tmp_path):
     assert inst.route_cost([[1, 2], [3]]) == 5 + 5 + 10 + 5 + 5
 
 
+def _solomon_row(text: str, cust: int) -> str:
+    return next(ln for ln in text.splitlines() if ln.split()[:1] == [str(cust)] and len(ln.split()) == 7)
+
+
+def _with_value(text: str, cust: int, column: str, value: str) -> str:
+    line = _solomon_row(text, cust)
+    fields = line.split()
+    fields[E.io.SOLOMON_COLUMNS.index(column)] = value
+    return text.replace(line, "  " + "  ".join(fields))
+
+
+@pytest.mark.parametrize(
+    ("cust", "column", "value", "field", "message"),
+    [
+        (3, "READY TIME", "-5", "READY TIME", "node 4 (CUST NO. 3): expected a non-negative value, got -5"),
+        (3, "SERVICE TIME", "-1", "SERVICE TIME", "expected a non-negative value"),
+        (3, "DEMAND", "-10", "DEMAND", "expected a non-negative value"),
+        (3, "DEMAND", "900", "DEMAND", "exceeds CAPACITY"),
+        (3, "READY TIME", "nan", "READY TIME", "expected a finite number, got 'nan'"),
+        (3, "DUE DATE", "x", "DUE DATE", "node 4 (CUST NO. 3): expected a number, got 'x'"),
+        (3, "XCOORD.", "1e400", "XCOORD.", "finite"),
+        (3, "CUST NO.", "7", "CUST NO.", "numbered 0, 1, 2, ... in order"),
+        (0, "DUE DATE", "10", "READY TIME/DUE DATE", "cannot be served"),  # the depot closes
+    ],
+)
+def test_bad_solomon_values_name_file_and_column(tmp_path, instances_dir, cust, column, value, field, message):
+    # vrplib reads the table as integers and turns what it cannot parse into -1; nco refuses.
+    path = tmp_path / "C101x.txt"
+    path.write_text(_with_value((instances_dir / "C101.txt").read_text(), cust, column, value))
+    with pytest.raises(InstanceError) as info:
+        load(path)
+    assert info.value.source == str(path) and info.value.field == field, str(info.value)
+    assert message in info.value.message, str(info.value)
+
+
+def test_solomon_fleet_line_and_decimal_values(tmp_path, instances_dir):
+    text = (instances_dir / "C101.txt").read_text()
+    for fleet, field in (("0     200", "VEHICLE NUMBER"), ("25     -3", "CAPACITY"), ("2.5  200", "VEHICLE NUMBER")):
+        path = tmp_path / "fleet.txt"
+        path.write_text(text.replace("25         200", fleet, 1))
+        with pytest.raises(InstanceError) as info:
+            load(path)
+        assert info.value.field == field, str(info.value)
+    path = tmp_path / "decimal.txt"
+    path.write_text(_with_value(text, 3, "SERVICE TIME", "12.5"))
+    assert load(path).service_time[3] == 12.5  # vrplib's integer table would have read -1
+
+
+def test_time_window_values_validated_for_every_source():
+    tw = [[0, 100], [-5, 50]]
+    with pytest.raises(InstanceError, match="node 2: expected a non-negative earliest start"):
+        Instance.from_arrays(coords=[[0, 0], [1, 0]], demand=[0, 1], capacity=3, time_windows=tw)
+    with pytest.raises(InstanceError, match="VEHICLES: expected a positive number of vehicles"):
+        Instance.from_arrays(coords=[[0, 0], [1, 0]], demand=[0, 1], capacity=3, num_vehicles=0)
+    # Vehicles leave when the depot opens: a customer closing before that is unservable.
+    with pytest.raises(InstanceError, match="node 2: cannot be served"):
+        Instance.from_arrays(coords=[[0, 0], [1, 0]], demand=[0, 1], capacity=3, time_windows=[[50, 100], [0, 20]])
+
+
 def test_bad_solomon_and_solution_files(tmp_path, instances_dir):
     bad = tmp_path / "bad.txt"
     bad.write_text("C999\n\nVEHICLE\nNUMBER CAPACITY\n 25 200\n")
-    with pytest.raises(InstanceError, match="could not be parsed"):
+    with pytest.raises(InstanceError, match="expected a Solomon file"):
         load(bad)
     text = (instances_dir / "C101.txt").read_text()
     line = next(ln for ln in text.splitlines() if ln.split()[:1] == ["3"])

@@ -151,3 +151,52 @@ def test_console_script_is_installed():
     assert exe is not None
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "nco" in proc.stdout
+
+
+def test_evaluate_notes_a_wrong_stated_cost_and_gives_no_gap_for_infeasible_plans(
+    instances_dir, tmp_path, capsys
+):
+    sol_text = (instances_dir / "C101.sol").read_text()
+    wrong = tmp_path / "wrong.sol"
+    wrong.write_text(sol_text.replace("Cost 827.3", "Cost 800"))
+    assert main(["evaluate", str(instances_dir / "C101.txt"), str(wrong)]) == 0
+    out = capsys.readouterr().out
+    assert "stated cost 800 differs from recomputed 827.3" in out and "+0.000%" in out
+    # A cost stated to the digits it is written with is not a difference.
+    assert main(["evaluate", str(instances_dir / "C101.txt"), str(instances_dir / "C101.sol")]) == 0
+    assert "stated cost" not in capsys.readouterr().out
+    short = tmp_path / "short.sol"
+    short.write_text("".join(sol_text.splitlines(keepends=True)[:3]) + "Cost 827.3\n")
+    assert main(["evaluate", str(instances_dir / "C101.txt"), str(short)]) == 1
+    out = capsys.readouterr().out
+    assert "INFEASIBLE" in out and "gap" not in out
+    assert "stated cost 827.3 differs from recomputed" in out
+
+
+def test_help_lists_every_command_without_building_their_parsers():
+    from nco.cli import _COMMAND_MODULES, build_parser
+
+    # The help lines nco --help shows come from a table; they must be the modules' own.
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert {name: helps[name] for name in _COMMAND_MODULES} == {
+        name: help_text for name, (_, help_text) in _COMMAND_MODULES.items()
+    }
+    # nco --help and nco solve --help load neither torch nor lightning (start-up time:
+    # benchmarks/cli_startup.py).
+    code = (
+        "import sys\nfrom nco.cli import main\n"
+        "for argv in (['--help'], ['solve', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'torchrl') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("[]"), proc.stdout[-300:]
+    assert "plot-experts" in proc.stdout and "--workers" in proc.stdout
+
+
+def test_the_command_run_gets_its_full_parser(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--problem", "nosuch"])
+    assert info.value.code == 2 and "invalid choice: 'nosuch'" in capsys.readouterr().err

@@ -481,3 +481,53 @@ def test_every_solver_on_every_shipped_instance_with_shipped_weights(name, solve
         return
     sol = solve(inst, solver=solver, time_limit=None if solver == "neural" else 1.0)
     _check(sol, inst, solver)
+
+
+# ----------------------------------------------------------------------------- large instances
+def _large_cvrp(n: int = 1000, seed: int = 5) -> Instance:
+    td = get_problem("cvrp").generator(num_loc=n)(1, seed=seed)
+    return get_problem("cvrp").to_instance(td[0], name=f"gen{n}")
+
+
+def test_1000_node_instance_with_small_memory_budget_and_time_limit():
+    """The shipped network decodes a generated 1000-customer instance in chunks of a 32 MiB
+    budget, in rounds that fit a 3 s limit, and returns a checked feasible plan in time."""
+    import time
+
+    inst = _large_cvrp()
+    solver = S.NeuralSolver(memory_budget=32 << 20)
+    solver.prepare(inst)
+    t0 = time.perf_counter()
+    sol = solver.solve(inst, time_limit=3.0)
+    elapsed = time.perf_counter() - t0
+    assert sol.feasible, sol.violations
+    assert elapsed <= 3.0 + max(S.TIME_TOLERANCE_S, 0.05 * 3.0)
+    meta = sol.metadata
+    assert meta["rounds"] >= 1 and 1 <= meta["transforms"] <= 8
+    assert sol.cost < Solution.from_routes(inst, S._fallback_routes(inst)).cost
+    # the memory plan: rows per chunk follow the budget
+    plan = solver._plan(inst.num_nodes, 1000)
+    assert plan.max_rows <= (32 << 20) // (160 * inst.num_nodes)
+
+
+def test_time_limit_too_short_for_one_rollout_returns_the_fallback_plan_in_time():
+    import time
+
+    inst = _large_cvrp(n=600, seed=1)
+    solver = S.NeuralSolver()
+    solver.prepare(inst)
+    t0 = time.perf_counter()
+    sol = solver.solve(inst, time_limit=0.01)
+    elapsed = time.perf_counter() - t0
+    assert elapsed <= 0.01 + S.TIME_TOLERANCE_S
+    assert sol.feasible  # one route per customer fits any capacity
+    assert "fallback" in sol.metadata["construction_stopped"]
+
+
+def test_no_limit_default_plans_fewer_starts_for_large_instances():
+    solver = S.NeuralSolver()
+    small, big = solver._plan(101, 100), solver._plan(1001, 1000)
+    assert (small.num_starts, small.augment) == (100, 8)
+    assert big.num_starts < 1000
+    explicit = S.NeuralSolver(num_starts=1000)._plan(1001, 1000)
+    assert explicit.num_starts == 1000

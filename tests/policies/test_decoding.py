@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -12,7 +14,13 @@ from nco.policies import (
     build_policy,
     dihedral_locs,
 )
-from nco.policies.decoding import _encode
+from nco.policies.decoding import (
+    DecodeConfig,
+    DecodeTimeout,
+    _encode,
+    plan_decode,
+    restrict_to_candidates,
+)
 
 TINY = {"d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64}
 PROBLEMS = ("tsp", "cvrp", "cvrptw")
@@ -222,3 +230,113 @@ def test_dropping_finished_instances_changes_nothing(problem):
         )
         assert torch.allclose(a.log_likelihood, b.log_likelihood, atol=1e-5)
         assert torch.equal(a.reward, b.reward)
+
+
+# ----------------------------------------------------------------------------- chunks and plans
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_chunked_decoding_equals_one_pass(problem):
+    """max_rows splits augmentations and starts; greedy results are the same rows in order."""
+    p, env, td = instances(problem, n=10, b=2)
+    pol = tiny("pomo", problem)
+    with torch.no_grad():
+        full = pol(td, env, "multistart_greedy", augment=8)
+        for max_rows in (1, 7, 2 * 10 * 3):
+            part = pol(td, env, "multistart_greedy", augment=8, max_rows=max_rows)
+            assert part.reward.shape == full.reward.shape
+            torch.testing.assert_close(part.reward, full.reward)
+            torch.testing.assert_close(part.log_likelihood, full.log_likelihood)
+            assert torch.equal(part.best_reward, full.best_reward)
+            # every row is the same solution (shorter chunks padded with the env's padding)
+            cost = -p.cost(td[torch.arange(2).repeat_interleave(part.actions.shape[1])],
+                           part.actions.reshape(-1, part.actions.shape[-1]))
+            torch.testing.assert_close(cost.view(2, -1), full.reward)
+
+
+def test_first_transform_selects_one_augmentation():
+    p, env, td = instances("cvrp", n=10, b=2)
+    pol = tiny("pomo", "cvrp")
+    with torch.no_grad():
+        full = pol(td, env, "multistart_greedy", augment=8)
+        s = p.num_starts(td)
+        for k in (0, 3, 7):
+            one = pol(td, env, "multistart_greedy", augment=1, first_transform=k)
+            torch.testing.assert_close(one.reward, full.reward[:, k * s : (k + 1) * s])
+    with pytest.raises(ValueError, match="first_transform"):
+        DecodeConfig(augment=2, first_transform=7)
+
+
+def test_keep_top_returns_the_best_rows():
+    p, env, td = instances("cvrp", n=10, b=3)
+    pol = tiny("pomo", "cvrp")
+    with torch.no_grad():
+        full = pol(td, env, "multistart_greedy", augment=8)
+        top = pol(td, env, "multistart_greedy", augment=8, keep_top=5)
+    assert top.actions.shape[:2] == (3, 5) and top.reward.shape == (3, 5)
+    want = full.reward.topk(5, dim=1).values
+    torch.testing.assert_close(top.reward.sort(1, descending=True).values, want)
+    torch.testing.assert_close(full.reward.gather(1, top.row_index), top.reward)
+    assert torch.equal(top.best_reward, full.best_reward)
+
+
+def test_random_starts_are_distinct_seeded_and_cover_the_instance():
+    p, env, td = instances("cvrp", n=30, b=4)
+    pol = tiny("pomo", "cvrp")
+    with torch.no_grad():
+        a = pol(td, env, "multistart_greedy", num_starts=6, start_choice="random", seed=3)
+        b = pol(td, env, "multistart_greedy", num_starts=6, start_choice="random", seed=3)
+        c = pol(td, env, "multistart_greedy", num_starts=6, start_choice="random", seed=4)
+    first = a.actions[:, :, 0]
+    assert torch.equal(first, b.actions[:, :, 0])
+    assert not torch.equal(first, c.actions[:, :, 0])
+    assert all(len(set(r.tolist())) == 6 for r in first)
+    assert int(first.min()) >= 1 and int(first.max()) <= 30
+    assert int(first.max()) > 6  # not just the first customers of the file order
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_candidate_restriction_decodes_feasible_plans(problem):
+    p, env, td = instances(problem, n=25, b=3)
+    pol = tiny("pomo", problem)
+    with torch.no_grad():
+        out = pol(td, env, "multistart_greedy", candidates=4, augment=2)
+    flat = out.actions.reshape(-1, out.actions.shape[-1])
+    rows = td[torch.arange(3).repeat_interleave(out.actions.shape[1])]
+    assert all(v == [] for v in p.check(rows, flat))
+
+
+def test_restrict_to_candidates_falls_back_when_no_near_customer_fits():
+    knn = torch.tensor([[[1, 2], [2, 0], [1, 0], [2, 1]]])  # [B=1, N=4, k=2]
+    mask = torch.tensor([[[False, True, True, True], [True, False, False, True]]])
+    current = torch.tensor([[0, 1]])
+    out = restrict_to_candidates(mask, knn, current, depot=True)
+    # row 0 at the depot: customers 1, 2 are near and feasible, 3 is cut
+    assert out[0, 0].tolist() == [False, True, True, False]
+    # row 1 at node 1: its near nodes 2 and 0; only the depot is near and feasible, while
+    # customer 3 is feasible: the full mask is kept (no forced return)
+    assert out[0, 1].tolist() == mask[0, 1].tolist()
+
+
+def test_deadline_stops_the_construction():
+    p, env, td = instances("cvrp", n=20, b=2)
+    pol = tiny("pomo", "cvrp")
+    with torch.no_grad(), pytest.raises(DecodeTimeout):
+        pol(td, env, "multistart_greedy", deadline=time.perf_counter() - 1.0)
+
+
+def test_plan_keeps_full_pomo_for_small_instances_and_bounds_large_ones():
+    small = plan_decode(101, 100)
+    assert (small.num_starts, small.augment) == (100, 8)
+    big = plan_decode(1001, 1000)
+    assert big.augment == 8 and 8 <= big.num_starts < 1000
+    # the work per instance stays within the budget
+    assert big.augment * big.num_starts * 1001 * big.est_steps <= 5 * 10**8
+    huge = plan_decode(5001, 5000)
+    assert huge.num_starts >= 1 and huge.augment >= 1
+    # memory: rows per chunk follow the budget, at least one
+    assert plan_decode(1001, 1000, memory_budget=10**8).max_rows < big.max_rows
+    assert plan_decode(5001, 5000, memory_budget=1).max_rows == 1
+    # explicit requests are honoured, capped by the candidates
+    assert plan_decode(1001, 1000, num_starts=5000).num_starts == 1000
+    assert plan_decode(1001, 1000, work_budget=None).num_starts == 1000
+    with pytest.raises(ValueError):
+        plan_decode(0, 1)

@@ -65,7 +65,9 @@ def test_config_rejects_typos_and_bad_values():
     with pytest.raises(ValueError):
         DecodeConfig(strategy="nope")
     with pytest.raises(ValueError):
-        DecodeConfig(augment=4)
+        DecodeConfig(augment=9)
+    with pytest.raises(ValueError):
+        DecodeConfig(augment=4, first_transform=5)
 
 
 def test_moe_layers_placement():
