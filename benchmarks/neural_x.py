@@ -11,7 +11,8 @@ customers; ``../shared/data/tsplib``: 21 instances with 51-1002 cities), with at
   (the decode plan of :func:`nco.policies.decoding.plan_decode`);
 * ``x8``: every start, x8 augmentation (the full POMO inference; slow at 1000 nodes);
 * ``ls``: ``default`` + the numba local search (``refine=True``);
-* ``limit``: ``default`` under ``time_limit = --time-limit`` seconds.
+* ``limit``: ``default`` under ``time_limit = --time-limit`` seconds;
+* ``knn``: ``default`` with the decoder restricted to the ``--candidates`` nearest nodes.
 
 Each solve is checked by the independent checker. Peak RSS is the process's resident memory
 sampled every 2 ms during the solve (model and interpreter included). Rows are printed per
@@ -39,7 +40,7 @@ import nco
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SETS = {"x": ("cvrplib-x", "X-n*.vrp"), "tsplib": ("tsplib", "*.tsp")}
-CONFIGS = ("default", "x8", "ls", "limit")
+CONFIGS = ("default", "x8", "ls", "limit", "knn")
 BAND = 300
 
 
@@ -81,16 +82,16 @@ def best_known(set_dir: str) -> dict[str, float]:
         return {r["instance"]: float(r["bks"]) for r in csv.DictReader(fh) if r["set"] == set_dir}
 
 
-def solve(inst: nco.Instance, config: str, model: str | None, limit: float) -> Any:
+def solve(inst: nco.Instance, config: str, model: str | None, limit: float, candidates: int) -> Any:
     """One configured neural solve."""
     opts: dict[str, Any] = {"model": model}
+    if config == "knn":
+        opts["candidates"] = candidates
     if config == "x8":
         opts["num_starts"] = inst.num_nodes  # capped to every candidate start
     if config == "ls":
         opts["refine"] = True
-    return nco.solve(
-        inst, solver="neural", time_limit=limit if config == "limit" else None, **opts
-    )
+    return nco.solve(inst, solver="neural", time_limit=limit if config == "limit" else None, **opts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-n", type=int, default=1000, help="largest instance (customers/cities)")
     ap.add_argument("--x8-max-n", type=int, default=1000, help="largest instance for x8")
     ap.add_argument("--time-limit", type=float, default=5.0, help="seconds, config 'limit'")
+    ap.add_argument("--candidates", type=int, default=20, help="k of config 'knn'")
     ap.add_argument("--model", default=None, help="CVRP checkpoint (default: shipped, nearest)")
     ap.add_argument("--tsp-model", default=None, help="TSP checkpoint (default: shipped)")
     ap.add_argument("--csv", type=Path, default=None)
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 with PeakRSS() as mem:
                     t = time.perf_counter()
-                    sol = solve(inst, config, model, args.time_limit)
+                    sol = solve(inst, config, model, args.time_limit, args.candidates)
                     dt = time.perf_counter() - t
                 gap = 100 * (sol.cost / ref - 1)
                 row = {
@@ -171,24 +173,33 @@ def main(argv: list[str] | None = None) -> int:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    print(f"\n{'set':<11}{'band':<8}{'config':<9}{'inst':>5}{'mean gap%':>11}{'median s':>10}"
-          f"{'max GB':>8}")
+    print(
+        f"\n{'set':<11}{'band':<8}{'config':<9}{'inst':>5}{'mean gap%':>11}{'median s':>10}"
+        f"{'max GB':>8}"
+    )
     result = []
     for set_dir in dict.fromkeys(r["set"] for r in rows):
-        for band, sel in (("<=300", lambda n: n <= BAND), (">300", lambda n: n > BAND),
-                          ("all", lambda n: True)):
+        for band, sel in (
+            ("<=300", lambda n: n <= BAND),
+            (">300", lambda n: n > BAND),
+            ("all", lambda n: True),
+        ):
             for config in configs:
-                rs = [r for r in rows if r["set"] == set_dir and r["config"] == config
-                      and sel(r["n"])]
+                rs = [
+                    r for r in rows if r["set"] == set_dir and r["config"] == config and sel(r["n"])
+                ]
                 if not rs:
                     continue
                 gap = statistics.fmean(r["gap"] for r in rs)
                 sec = statistics.median(r["seconds"] for r in rs)
                 mem = max(r["peak_rss_gb"] for r in rs)
-                print(f"{set_dir:<11}{band:<8}{config:<9}{len(rs):>5}{gap:>11.2f}{sec:>10.2f}"
-                      f"{mem:>8.2f}")
-                result.append(f"{set_dir}_{config}_{band.replace('<=', 'le').replace('>', 'gt')}"
-                              f"={gap:.2f}")
+                print(
+                    f"{set_dir:<11}{band:<8}{config:<9}{len(rs):>5}{gap:>11.2f}{sec:>10.2f}"
+                    f"{mem:>8.2f}"
+                )
+                result.append(
+                    f"{set_dir}_{config}_{band.replace('<=', 'le').replace('>', 'gt')}={gap:.2f}"
+                )
     print(f"all feasible: {all(r['feasible'] for r in rows)}")
     print("RESULT " + " ".join(result))
     return 0

@@ -157,7 +157,8 @@ def _shipped_summary() -> str:
 def select_checkpoint(problem: str, size: int) -> Path:
     """The shipped checkpoint for ``problem`` whose training size is nearest to ``size``.
 
-    Ties go to the larger training size. Raises :class:`ModelNotFoundError` naming the problem
+    A checkpoint trained on a size range (``size_range`` in its description) is at distance 0
+    from the sizes inside it. Ties go to the larger training size. Raises :class:`ModelNotFoundError` naming the problem
     and what is shipped when none fits.
     """
     cands: list[tuple[int, int, Path]] = []
@@ -165,7 +166,10 @@ def select_checkpoint(problem: str, size: int) -> Path:
         info = checkpoint_info(p)
         if info.get("problem") == problem:
             s = int(info.get("size") or 0)
-            cands.append((abs(s - size), -s, p))
+            lo, hi = info.get("size_range") or (s, s)
+            # a multi-size checkpoint is at distance 0 from every size it was trained on
+            dist = 0 if lo <= size <= hi else min(abs(size - lo), abs(size - hi))
+            cands.append((dist, -s, p))
     if not cands:
         raise ModelNotFoundError(
             f"neural: no shipped checkpoint for problem {problem!r}; {_shipped_summary()}. "
@@ -232,33 +236,60 @@ def _best_index(instance: Instance, actions: np.ndarray) -> int:
     return int(np.lexsort((cost, over))[0])
 
 
-def refine_routes(instance: Instance, routes: Sequence[Sequence[int]]) -> list[list[int]]:
+#: Improving moves per local-search call when refining against a deadline (the kernel cannot
+#: watch the clock, so it is called in slices of this many moves until it converges or time
+#: is up).
+LS_SLICE = 256
+
+#: Share of a time limit the construction may use when the solution is refined afterwards.
+REFINE_SPLIT = 0.75
+
+
+def refine_routes(
+    instance: Instance, routes: Sequence[Sequence[int]], *, deadline: float | None = None
+) -> list[list[int]]:
     """Granular local search (relocate, swap, 2-opt, 2-opt*) on routes in instance units.
 
     Capacity and time windows are respected by the kernel; the result's cost is never higher
     (callers still compare with the instance's checker and cost, see :class:`NeuralSolver`).
+    With a ``deadline`` (a ``time.perf_counter()`` value) the search runs in slices of
+    :data:`LS_SLICE` moves and stops after the slice that passes it.
     """
-    from nco.kernels.local_search import local_search_tsp, local_search_vrp
+    from nco.kernels.local_search import local_search_tsp, local_search_vrp, neighbour_lists
 
     problem = get_problem(instance.problem)
+    nb = neighbour_lists(instance.distance, min(20, max(1, instance.num_nodes - 1)))
+    slice_moves = 10_000 if deadline is None else LS_SLICE
     if not instance.has_depot:
         tour = np.asarray([v for r in routes for v in r], dtype=np.int64)
-        return problem.tours_to_routes(local_search_tsp(tour, instance.distance).tolist())
+        while True:
+            out = local_search_tsp(
+                tour, instance.distance, neighbours=nb, max_iterations=slice_moves
+            )
+            if deadline is None or np.array_equal(out, tour) or time.perf_counter() > deadline:
+                return problem.tours_to_routes(out.tolist())
+            tour = out
     flat = [0]
     for r in routes:
         if len(r):
             flat.extend(int(v) for v in r)
             flat.append(0)
     assert instance.demand is not None and instance.capacity is not None
-    out = local_search_vrp(
-        np.asarray(flat, dtype=np.int64),
-        instance.distance,
-        instance.demand,
-        float(instance.capacity),
-        instance.time_windows,
-        instance.service_time,
-    )
-    return problem.tours_to_routes(out.tolist())
+    cur = np.asarray(flat, dtype=np.int64)
+    while True:
+        out = local_search_vrp(
+            cur,
+            instance.distance,
+            instance.demand,
+            float(instance.capacity),
+            instance.time_windows,
+            instance.service_time,
+            neighbours=nb,
+            max_iterations=slice_moves,
+        )
+        if deadline is None or np.array_equal(out, cur) or time.perf_counter() > deadline:
+            return problem.tours_to_routes(out.tolist())
+        cur = out
 
 
 # ---------------------------------------------------------------------------------- neural
@@ -286,7 +317,10 @@ class NeuralSolver:
 
     With a ``time_limit`` the construction runs in rounds (one or more dihedral transforms
     each): the rows of each round are chosen from the measured cost of the earlier rounds, a
-    round that would pass the limit is stopped, and the best plan so far is returned.
+    round that would pass the limit is stopped, and the best plan so far is returned (or, when
+    not one rollout fits, one route per customer, marked in ``metadata``). With ``refine`` the
+    construction gets :data:`REFINE_SPLIT` of the limit and the local search the rest. The call
+    returns within ``time_limit + max(TIME_TOLERANCE_S, 5%)``.
 
     Raises
     ------
@@ -504,7 +538,10 @@ class NeuralSolver:
         best_routes: list[list[list[int]]] = [[] for _ in insts]
         share: list[float] = [0.0] * len(insts)
         batch_time: list[float] = [0.0] * len(insts)
-        deadline = None if time_limit is None else t0 + time_limit * (1.0 - FINISH_RESERVE)
+        deadline = None
+        if time_limit is not None:
+            frac = REFINE_SPLIT if self.refine else 1.0 - FINISH_RESERVE
+            deadline = t0 + time_limit * frac
         decode_meta: list[dict[str, Any]] = [{} for _ in insts]
         for idx in groups.values():
             tg = time.perf_counter()
@@ -555,12 +592,14 @@ class NeuralSolver:
             sol = Solution.from_routes(inst, best_routes[k], solver=self.name)
             meta["construction_cost"] = sol.cost
             if self.refine:
-                elapsed = time.perf_counter() - t0
-                if time_limit is not None and elapsed >= time_limit:
+                ls_end = None
+                if time_limit is not None:
+                    ls_end = t0 + time_limit * (1.0 - FINISH_RESERVE)
+                if ls_end is not None and time.perf_counter() >= ls_end:
                     meta["refine_skipped"] = f"time limit {time_limit:g} s used by construction"
                 else:
                     refined = Solution.from_routes(
-                        inst, refine_routes(inst, sol.routes), solver=self.name
+                        inst, refine_routes(inst, sol.routes, deadline=ls_end), solver=self.name
                     )
                     meta["refined_cost"] = refined.cost
                     # never worse: feasibility first, then cost in instance units

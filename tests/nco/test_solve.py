@@ -169,11 +169,11 @@ def test_refine_keeps_the_construction_when_refinement_is_worse(tiny_models, mon
     inst = _load(FILES["cvrp"])
     base = S.NeuralSolver(tiny_models["cvrp"], augment=1).solve(inst)
     # a "refinement" that breaks the solution (one customer dropped) and one that worsens it
-    monkeypatch.setattr(S, "refine_routes", lambda i, routes: [list(r) for r in routes][:-1])
+    monkeypatch.setattr(S, "refine_routes", lambda i, routes, deadline=None: [list(r) for r in routes][:-1])
     sol = S.NeuralSolver(tiny_models["cvrp"], augment=1, refine=True).solve(inst)
     assert sol.feasible and sol.cost == base.cost and sol.metadata["refine_kept"] is False
     worse = [[c] for r in base.routes for c in r]
-    monkeypatch.setattr(S, "refine_routes", lambda i, routes: worse)
+    monkeypatch.setattr(S, "refine_routes", lambda i, routes, deadline=None: worse)
     sol = S.NeuralSolver(tiny_models["cvrp"], augment=1, refine=True).solve(inst)
     assert sol.cost == base.cost and sol.metadata["refined_cost"] > base.cost
 
@@ -531,3 +531,36 @@ def test_no_limit_default_plans_fewer_starts_for_large_instances():
     assert big.num_starts < 1000
     explicit = S.NeuralSolver(num_starts=1000)._plan(1001, 1000)
     assert explicit.num_starts == 1000
+
+
+def test_select_checkpoint_prefers_a_size_range_that_covers_the_instance(monkeypatch):
+    infos = {
+        Path("a.pt"): {"problem": "cvrp", "size": 100},
+        Path("b.pt"): {"problem": "cvrp", "size": 400, "size_range": [100, 400]},
+        Path("c.pt"): {"problem": "cvrp", "size": 50},
+        Path("t.pt"): {"problem": "tsp", "size": 1000},
+    }
+    monkeypatch.setattr(S, "shipped_checkpoints", lambda: list(infos))
+    monkeypatch.setattr(S, "checkpoint_info", lambda p: infos[Path(p)])
+    assert S.select_checkpoint("cvrp", 250) == Path("b.pt")  # inside the range
+    assert S.select_checkpoint("cvrp", 100) == Path("b.pt")  # tie with a.pt: larger size wins
+    assert S.select_checkpoint("cvrp", 1000) == Path("b.pt")
+    assert S.select_checkpoint("cvrp", 60) == Path("c.pt")
+    assert S.select_checkpoint("tsp", 10) == Path("t.pt")
+
+
+def test_refine_under_a_time_limit_stays_in_time_and_never_worse():
+    import time
+
+    inst = _large_cvrp(n=400, seed=2)
+    solver = S.NeuralSolver(refine=True)
+    solver.prepare(inst)
+    t0 = time.perf_counter()
+    sol = solver.solve(inst, time_limit=2.0)
+    assert time.perf_counter() - t0 <= 2.0 + max(S.TIME_TOLERANCE_S, 0.1)
+    assert sol.feasible
+    assert sol.cost <= sol.metadata["construction_cost"] + 1e-9
+    # sliced search with no deadline pressure converges to the one-call result
+    routes = sol.routes
+    far = time.perf_counter() + 60
+    assert S.refine_routes(inst, routes, deadline=far) == S.refine_routes(inst, routes)
