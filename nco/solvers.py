@@ -95,7 +95,7 @@ STEP_OVERHEAD = 4e-4
 
 #: Prior encoder cost per encoder layer and squared node count (seconds; the encoder cannot be
 #: stopped midway, so a round is not started when this estimate does not fit).
-ENCODER_PRIOR = 6e-8
+ENCODER_PRIOR = 3e-8
 
 _HYBRID_BACKENDS = ("pyvrp", "ortools")
 
@@ -662,16 +662,17 @@ class NeuralSolver:
         kept: list[np.ndarray] = []
         done_t, rows_done, rounds, stopped = 0, 0, 0, None
         total = cfg.augment
-        enc = ENCODER_PRIOR * len(policy.encoder.layers) * n * n * b
+        enc = ENCODER_PRIOR * len(policy.encoder.layers) * n * n * b  # per transform
         while done_t < total:
-            left = deadline - time.perf_counter() - enc
+            left = deadline - time.perf_counter()
             todo = total - done_t
-            if left <= 0:
+            if left <= enc:
                 stopped = f"time limit: {done_t} of {total} transforms decoded"
                 break
-            per_t = left / todo  # seconds for each remaining transform
-            # rows one transform can afford: t = steps * (overhead + b * rows * n / rate)
-            afford = int((per_t / steps - overhead) * rate / (b * n)) if per_t > 0 else 0
+            g, afford = _round_plan(
+                left, todo, want, enc=enc, steps=steps, overhead=overhead, rate=rate,
+                rows_scale=b * n, first=not rounds,
+            )  # fmt: skip
             if not multi:
                 afford = want if afford >= want else (0 if kept else want)
             rows = min(want, afford)
@@ -680,11 +681,6 @@ class NeuralSolver:
                     stopped = f"time limit: {done_t} of {total} transforms decoded"
                     break
                 rows = 1  # try one row; the deadline guards it
-            # several transforms per round when the loop overhead would dominate a round (not
-            # in the first: nothing is measured yet and its encoder runs before any deadline check)
-            g = 1
-            while rounds and steps * overhead > 0.25 * per_t * g and g * 2 <= todo:
-                g *= 2
             rcfg = dataclasses.replace(
                 cfg,
                 augment=g,
@@ -705,10 +701,14 @@ class NeuralSolver:
             assert roll.actions is not None
             t_real = int(roll.actions.shape[-1])
             steps = max(steps, t_real) if rounds == 0 else t_real
-            work = b * g * rows * n * t_real
-            busy = dt - t_real * overhead
-            if busy > 0:
-                rate = work / busy
+            # time = g * enc + t_real * (overhead + b * g * rows * n / rate): a round of a few
+            # rows measures the overhead, a larger one the rate
+            busy = dt - g * enc
+            work = b * g * rows * n
+            if g * rows <= 4:
+                overhead = max(busy / t_real, 1e-5)
+            elif busy - t_real * overhead > 0:
+                rate = work * t_real / (busy - t_real * overhead)
             kept.append(roll.actions.detach().cpu().numpy().astype(np.int64))
             rows_done += g * rows
             done_t += g
@@ -728,6 +728,43 @@ class NeuralSolver:
             np.concatenate([k, np.repeat(k[..., -1:], tmax - k.shape[-1], -1)], -1) for k in kept
         ]
         return np.concatenate(padded, 1), info
+
+
+def _round_plan(
+    left: float,
+    todo: int,
+    want: int,
+    *,
+    enc: float,
+    steps: int,
+    overhead: float,
+    rate: float,
+    rows_scale: int,
+    first: bool,
+) -> tuple[int, int]:
+    """(transforms g, rows per transform) of the next round of a time-limited construction.
+
+    A round of g transforms and r rows costs ``g * enc + steps * (overhead + g * r * rows_scale
+    / rate)`` seconds. The first round decodes one transform in its share of the time (nothing
+    is measured yet and its encoder runs before any deadline check); later rounds take the g
+    that decodes the most rows (at most ``want`` per transform) in their share of ``left``
+    (``g / todo`` of it, or all of it when that share fits no row). Rows < 1: nothing fits.
+    """
+
+    def rows(g: int, budget: float) -> int:
+        return int(((budget - g * enc) / steps - overhead) * rate / (rows_scale * g))
+
+    if first:
+        return 1, min(want, rows(1, left / todo))
+    best = (1, min(want, rows(1, left / todo)))
+    for g in range(1, todo + 1):
+        r = rows(g, left * g / todo)
+        if r < 1:
+            r = rows(g, left)
+        r = min(want, r)
+        if r >= 1 and g * r >= best[0] * max(best[1], 0):
+            best = (g, r)
+    return best
 
 
 def _fallback_routes(instance: Instance) -> list[list[int]]:

@@ -564,3 +564,22 @@ def test_refine_under_a_time_limit_stays_in_time_and_never_worse():
     routes = sol.routes
     far = time.perf_counter() + 60
     assert S.refine_routes(inst, routes, deadline=far) == S.refine_routes(inst, routes)
+
+
+def test_round_plan_spends_the_time_left_on_the_most_rows():
+    kw = dict(enc=0.1, steps=1000, overhead=4e-4, rate=2.5e7, rows_scale=1000)
+    # the first round: one transform in its share (here none fits: the caller tries one row)
+    assert S._round_plan(2.0, 8, 1000, first=True, **kw)[0] == 1
+    g, r = S._round_plan(20.0, 8, 1000, first=True, **kw)
+    assert g == 1 and 1 <= r <= 1000
+    # later rounds: the choice decodes at least as many rows as one transform per round
+    g, r = S._round_plan(2.0, 7, 1000, first=False, **kw)
+    assert 1 <= g <= 7 and r >= 1
+    cost = g * 0.1 + 1000 * (4e-4 + g * r * 1000 / 2.5e7)
+    assert cost <= 2.0 + 1e-9
+    assert g * r >= S._round_plan(2.0, 1, 1000, first=False, **kw)[1]
+    # more time, more rows; never more than asked
+    assert S._round_plan(20.0, 7, 1000, first=False, **kw)[1] >= r
+    assert S._round_plan(1e6, 7, 50, first=False, **kw) == (7, 50)
+    # nothing fits: fewer than one row
+    assert S._round_plan(0.2, 7, 1000, first=False, **kw)[1] < 1
