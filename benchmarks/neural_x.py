@@ -7,7 +7,7 @@ customers; ``../shared/data/tsplib``: 21 instances with 51-1002 cities), with at
 ``--model`` / ``--tsp-model``) in these configurations (``--configs``):
 
 * ``default``: ``nco.solve(inst, solver="neural")`` as a user gets it: POMO multistart greedy
-  x8 augmentation, every start up to ~250 nodes and a planned, randomly chosen subset above
+  x8 augmentation, every start up to ~330 nodes and a planned, randomly chosen subset above
   (the decode plan of :func:`nco.policies.decoding.plan_decode`);
 * ``x8``: every start, x8 augmentation (the full POMO inference; slow at 1000 nodes);
 * ``ls``: ``default`` + the numba local search (``refine=True``);
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default="x,tsplib", help="comma-separated: x, tsplib")
     ap.add_argument("--configs", default="default,x8,ls", help=f"comma-separated: {CONFIGS}")
     ap.add_argument("--max-n", type=int, default=1000, help="largest instance (customers/cities)")
+    ap.add_argument("--min-n", type=int, default=0, help="smallest instance")
     ap.add_argument("--x8-max-n", type=int, default=1000, help="largest instance for x8")
     ap.add_argument("--time-limit", type=float, default=5.0, help="seconds, config 'limit'")
     ap.add_argument("--candidates", type=int, default=20, help="k of config 'knn'")
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'instance':<16}{'n':>5}{'config':>9}{'cost':>11}{'gap%':>8}{'s':>8}{'GB':>6}")
         for inst in insts:
             n = inst.num_customers
-            if n > args.max_n:
+            if not args.min_n <= n <= args.max_n:
                 continue
             ref = bks[inst.name]
             for config in configs:

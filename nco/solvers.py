@@ -309,7 +309,7 @@ class NeuralSolver:
     num_samples : samples (per start) for the sampling strategies.
     beam_width : width of ``beam_search``.
     num_starts : POMO starts per transform; None = planned per instance size
-        (:func:`~nco.policies.decoding.plan_decode`: every customer up to ~250 nodes, fewer,
+        (:func:`~nco.policies.decoding.plan_decode`: every customer up to ~330 nodes, fewer,
         randomly chosen, above, so that a 1000-customer instance decodes in seconds).
     memory_budget : bytes of decode state alive at once (rows are decoded in chunks that fit);
         default :data:`~nco.policies.decoding.DEFAULT_MEMORY_BUDGET` (1 GiB).

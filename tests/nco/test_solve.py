@@ -583,3 +583,13 @@ def test_round_plan_spends_the_time_left_on_the_most_rows():
     assert S._round_plan(1e6, 7, 50, first=False, **kw) == (7, 50)
     # nothing fits: fewer than one row
     assert S._round_plan(0.2, 7, 1000, first=False, **kw)[1] < 1
+
+
+def test_shipped_x_like_checkpoint_is_picked_and_solves_x_n101_well():
+    """The shipped multi-size X-like network is the default for CVRPLib X sizes, and its
+    checked plan on X-n101-k25 is within 6% of the optimum 27591 (measured: +4.63%)."""
+    inst = _load("X-n101-k25.vrp")
+    assert S.select_checkpoint("cvrp", inst.num_customers).stem == "cvrpx"
+    sol = solve(inst, solver="neural")
+    assert sol.feasible and Path(sol.metadata["model"]).stem == "cvrpx"
+    assert sol.cost <= 1.06 * 27591

@@ -15,6 +15,7 @@ from nco.policies import (
     dihedral_locs,
 )
 from nco.policies.decoding import (
+    DEFAULT_WORK_BUDGET,
     DecodeConfig,
     DecodeTimeout,
     _encode,
@@ -329,7 +330,7 @@ def test_plan_keeps_full_pomo_for_small_instances_and_bounds_large_ones():
     big = plan_decode(1001, 1000)
     assert big.augment == 8 and 8 <= big.num_starts < 1000
     # the work per instance stays within the budget
-    assert big.augment * big.num_starts * 1001 * big.est_steps <= 5 * 10**8
+    assert big.augment * big.num_starts * 1001 * big.est_steps <= DEFAULT_WORK_BUDGET
     huge = plan_decode(5001, 5000)
     assert huge.num_starts >= 1 and huge.augment >= 1
     # memory: rows per chunk follow the budget, at least one
