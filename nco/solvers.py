@@ -184,7 +184,10 @@ def _resolve(model: str | Path) -> Path:
     try:
         return resolve_checkpoint(model)
     except FileNotFoundError as err:
-        raise ModelNotFoundError(f"{err}; {_shipped_summary()}") from None
+        msg = str(err)  # resolve_checkpoint already lists the shipped names when there are any
+        if "shipped checkpoints:" not in msg:
+            msg = f"{msg}; {_shipped_summary()}"
+        raise ModelNotFoundError(msg) from None
 
 
 _MODEL_CACHE: dict[tuple[str, int, str], tuple[AttentionPolicy, dict[str, Any]]] = {}
@@ -372,6 +375,8 @@ class NeuralSolver:
         self._envs: dict[tuple[str, int, str], EnvBase] = {}
         self._fixed: tuple[AttentionPolicy, dict[str, Any]] | None = None
         self._prepared: set[str] = set()
+        self._quiet = False
+        self._warned: set[tuple[str, int]] = set()
         self._source: str | None = None
         if isinstance(model, tuple):
             policy, info = model
@@ -419,19 +424,26 @@ class NeuralSolver:
             source = str(path)
         if info["problem"] != instance.problem:
             raise ModelMismatchError(source, info["problem"], instance.name, instance.problem)
+        key = (source, instance.num_customers)
+        if not self._quiet and key not in self._warned:
+            self._warned.add(key)
+            _warn_size(source, info, instance)
         return source, policy, info
 
     def prepare(self, instance: Instance) -> None:
         """Load the model for ``instance`` and solve one tiny generated instance of its problem
         once, so one-time costs (checkpoint reading, numba compilation or cache loading, torch
         warm-up) are not part of a later timed solve."""
-        source, _, _ = self._model(instance)
-        if source in self._prepared:
-            return
-        problem = get_problem(instance.problem)
-        td = problem.generator(num_loc=5)(1, seed=0)
-        tiny = problem.to_instance(td[0], name="warm-up")
-        self.solve_many([tiny])
+        self._quiet = True  # set-up only: the solve itself warns about the size
+        try:
+            source, _, _ = self._model(instance)
+            if source in self._prepared:
+                return
+            problem = get_problem(instance.problem)
+            td = problem.generator(num_loc=5)(1, seed=0)
+            self.solve_many([problem.to_instance(td[0], name="warm-up")])
+        finally:
+            self._quiet = False
         self._prepared.add(source)
 
     def _env(self, problem: str, num_loc: int) -> EnvBase:
@@ -765,6 +777,33 @@ def _round_plan(
         if r >= 1 and g * r >= best[0] * max(best[1], 0):
             best = (g, r)
     return best
+
+
+#: An instance this many times larger (or smaller) than a checkpoint's training sizes gets a
+#: warning: quality drops quickly outside them (a CVRPTW50 network on Solomon's 100 customers:
+#: 44.5% above the optimum).
+SIZE_WARNING_FACTOR = 2.0
+
+
+def _warn_size(source: str, info: dict[str, Any], instance: Instance) -> None:
+    """Warn once per checkpoint and size when ``instance`` is far outside its training sizes."""
+    import warnings
+
+    size = info.get("size")
+    if not size:
+        return
+    lo, hi = info.get("size_range") or (size, size)
+    n = instance.num_customers
+    if lo / SIZE_WARNING_FACTOR <= n <= hi * SIZE_WARNING_FACTOR:
+        return
+    trained = f"{lo}-{hi}" if lo != hi else f"{hi}"
+    warnings.warn(
+        f"neural: {Path(source).stem} was trained on {trained} "
+        f"{'customers' if instance.has_depot else 'cities'}; {instance.name!r} has {n}: expect a "
+        "larger gap (pass model= a checkpoint trained nearer this size, or refine=True)",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _fallback_routes(instance: Instance) -> list[list[int]]:

@@ -131,11 +131,13 @@ def _run(args: argparse.Namespace) -> int:
     insts = [E.load(p) for p in args.instances]
     for inst in insts:
         if not solver.supports(inst.problem):
-            hint = (
-                f": --model {args.model} is not a {inst.problem} checkpoint" if args.model else ""
-            )
+            if args.model:  # the cause only: the model is for another problem
+                raise ValueError(
+                    f"--model {args.model} is not a {inst.problem} checkpoint ({inst.name} is a "
+                    f"{inst.problem} instance)"
+                )
             raise ValueError(
-                f"solver {args.solver!r} does not support {inst.problem!r} ({inst.name}){hint}"
+                f"solver {args.solver!r} does not support {inst.problem!r} ({inst.name})"
             )
     single = len(insts) == 1
     outs = [_out_path(args.out, inst.name, args.solver, inst.problem, single) for inst in insts]

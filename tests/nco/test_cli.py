@@ -200,3 +200,13 @@ def test_the_command_run_gets_its_full_parser(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--problem", "nosuch"])
     assert info.value.code == 2 and "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+def test_solve_model_errors_say_the_cause_once(instances_dir, capsys):
+    x = str(instances_dir / "X-n101-k25.vrp")
+    assert main(["solve", x, "--solver", "neural", "--model", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].count("shipped checkpoints:") == 1, err
+    assert main(["solve", x, "--solver", "neural", "--model", "tsp50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--model tsp50 is not a cvrp checkpoint" in err and "does not support" not in err

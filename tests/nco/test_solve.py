@@ -593,3 +593,16 @@ def test_shipped_x_like_checkpoint_is_picked_and_solves_x_n101_well():
     sol = solve(inst, solver="neural")
     assert sol.feasible and Path(sol.metadata["model"]).stem == "cvrpx"
     assert sol.cost <= 1.06 * 27591
+
+
+def test_warns_when_the_instance_is_far_outside_the_training_sizes(tiny_models):
+    import warnings
+
+    big = _large_cvrp(n=60, seed=0)  # the tiny models were trained at size 10
+    solver = S.NeuralSolver(model=tiny_models["cvrp"], num_starts=2, augment=1)
+    with pytest.warns(UserWarning, match="was trained on 10 customers; 'gen60' has 60"):
+        solver.solve(big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solver.prepare(big)  # the tiny warm-up instance does not warn
+        S.NeuralSolver(model=tiny_models["cvrp"]).solve(_large_cvrp(n=12, seed=0))
