@@ -86,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     plot_solutions_side_by_side(sols, titles=titles, out=args.out)
     for path, sol in zip(args.solutions, sols):
         status = "feasible" if sol.feasible else f"INFEASIBLE ({len(sol.violations)} violations)"
-        print(f"{path}: cost {sol.cost:.10g}, {len(sol.routes)} routes, {status}")
+        n = len(sol.routes)
+        print(f"{path}: cost {sol.cost:.10g}, {n} route{'s' if n != 1 else ''}, {status}")
     print(f"wrote {args.out}")
     return 0
 

@@ -156,8 +156,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"[{k}/{total}] {inst.name}: FAILED: {row['error']}")
             return
         cost = float(row["cost"])
-        gap = f" gap {100.0 * (cost / ref - 1.0):+.2f}% (best known {ref:g})" if ref else ""
-        feas = "feasible" if str(row["feasible"]) == "True" else f"INFEASIBLE: {row['violations']}"
+        feasible = str(row["feasible"]) == "True"
+        # no gap for an infeasible plan; a gap that rounds to zero prints as +0.00%
+        pct = round(100.0 * (cost / ref - 1.0), 2) + 0.0 if ref else 0.0
+        gap = f" gap {pct:+.2f}% (best known {ref:g})" if ref and feasible else ""
+        feas = "feasible" if feasible else f"INFEASIBLE: {row['violations']}"
         print(
             f"[{k}/{total}] {inst.name}: cost {cost:.10g}{gap}, {feas}, {row['runtime']} s -> {row['solution_file']}",
             flush=True,

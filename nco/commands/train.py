@@ -383,7 +383,9 @@ def _run(args: argparse.Namespace) -> int:
                 f"interrupted at step {result.global_step}; saved {result.last_checkpoint}; continue with: nco train --resume {run_dir}"
             )
         else:
-            print(f"finished: {result.global_step} steps, {result.epoch} epochs{best}")
+            steps = f"{result.global_step} step{'s' if result.global_step != 1 else ''}"
+            epochs = f"{result.epoch} epoch{'s' if result.epoch != 1 else ''}"
+            print(f"finished: {steps}, {epochs}{best}")
             print(
                 f"checkpoints: {result.last_checkpoint}"
                 + (f", {result.best_checkpoint}" if result.best_checkpoint.is_file() else "")
