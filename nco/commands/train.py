@@ -386,6 +386,11 @@ def _run(args: argparse.Namespace) -> int:
             steps = f"{result.global_step} step{'s' if result.global_step != 1 else ''}"
             epochs = f"{result.epoch} epoch{'s' if result.epoch != 1 else ''}"
             print(f"finished: {steps}, {epochs}{best}")
+            if resume and result.epoch >= cfg.epochs:
+                print(
+                    f"the run has done its {cfg.epochs} epoch(s); to train on: nco train --resume "
+                    f"{run_dir} --epochs {cfg.epochs + max(1, cfg.epochs // 2)}"
+                )
             print(
                 f"checkpoints: {result.last_checkpoint}"
                 + (f", {result.best_checkpoint}" if result.best_checkpoint.is_file() else "")

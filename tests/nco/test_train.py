@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from nco.checkpoints import export_model, load_model
 from nco.commands import train as train_cmd
@@ -844,3 +845,15 @@ def test_init_from_grows_a_network_into_the_distance_bias(tiny_run):
                 policy={**TINY, "attn_dist_bias": True, "decoder_residual_ffn": True},
             )
         )
+
+
+def test_resume_of_a_finished_run_says_how_to_extend_it(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "done"
+    shutil.copytree(tiny_run, run)
+    assert train_cmd.run(_parse(["--resume", str(run), "--no-progress"])) == 0
+    out = capsys.readouterr().out
+    epochs = int(yaml.safe_load((run / "config.yaml").read_text())["epochs"])
+    hint = f"nco train --resume {run} --epochs {epochs + max(1, epochs // 2)}"
+    assert "finished:" in out and hint in out
