@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -165,17 +165,23 @@ def select_checkpoint(problem: str, size: int) -> Path:
     for p in shipped_checkpoints():
         info = checkpoint_info(p)
         if info.get("problem") == problem:
-            s = int(info.get("size") or 0)
-            lo, hi = info.get("size_range") or (s, s)
+            lo, hi = _trained_sizes(info)
             # a multi-size checkpoint is at distance 0 from every size it was trained on
             dist = 0 if lo <= size <= hi else min(abs(size - lo), abs(size - hi))
-            cands.append((dist, -s, p))
+            cands.append((dist, -hi, p))
     if not cands:
         raise ModelNotFoundError(
             f"neural: no shipped checkpoint for problem {problem!r}; {_shipped_summary()}. "
             "Pass model=PATH (--model PATH), e.g. a run directory or a file from nco train."
         )
     return min(cands)[2]
+
+
+def _trained_sizes(info: dict[str, Any]) -> tuple[int, int]:
+    """(smallest, largest) training size of a checkpoint description (0, 0 when unknown)."""
+    size = int(info.get("size") or 0)
+    lo, hi = info.get("size_range") or (size, size)
+    return int(lo), int(hi)
 
 
 def _resolve(model: str | Path) -> Path:
@@ -262,36 +268,49 @@ def refine_routes(
 
     problem = get_problem(instance.problem)
     nb = neighbour_lists(instance.distance, min(20, max(1, instance.num_nodes - 1)))
-    slice_moves = 10_000 if deadline is None else LS_SLICE
+    moves = 10_000 if deadline is None else LS_SLICE
     if not instance.has_depot:
-        tour = np.asarray([v for r in routes for v in r], dtype=np.int64)
-        while True:
-            out = local_search_tsp(
-                tour, instance.distance, neighbours=nb, max_iterations=slice_moves
-            )
-            if deadline is None or np.array_equal(out, tour) or time.perf_counter() > deadline:
-                return problem.tours_to_routes(out.tolist())
-            tour = out
+        start = np.asarray([v for r in routes for v in r], dtype=np.int64)
+        out = _search_until(
+            lambda t: local_search_tsp(t, instance.distance, neighbours=nb, max_iterations=moves),
+            start,
+            deadline,
+        )
+        return problem.tours_to_routes(out.tolist())
     flat = [0]
     for r in routes:
         if len(r):
             flat.extend(int(v) for v in r)
             flat.append(0)
     assert instance.demand is not None and instance.capacity is not None
-    cur = np.asarray(flat, dtype=np.int64)
-    while True:
-        out = local_search_vrp(
-            cur,
+    demand, capacity = instance.demand, float(instance.capacity)
+    out = _search_until(
+        lambda f: local_search_vrp(
+            f,
             instance.distance,
-            instance.demand,
-            float(instance.capacity),
+            demand,
+            capacity,
             instance.time_windows,
             instance.service_time,
             neighbours=nb,
-            max_iterations=slice_moves,
-        )
+            max_iterations=moves,
+        ),
+        np.asarray(flat, dtype=np.int64),
+        deadline,
+    )
+    return problem.tours_to_routes(out.tolist())
+
+
+def _search_until(
+    search: Callable[[np.ndarray], np.ndarray], start: np.ndarray, deadline: float | None
+) -> np.ndarray:
+    """Apply ``search`` once (no deadline) or repeatedly until it changes nothing or the
+    deadline has passed."""
+    cur = start
+    while True:
+        out = search(cur)
         if deadline is None or np.array_equal(out, cur) or time.perf_counter() > deadline:
-            return problem.tours_to_routes(out.tolist())
+            return out
         cur = out
 
 
@@ -789,10 +808,9 @@ def _warn_size(source: str, info: dict[str, Any], instance: Instance) -> None:
     """Warn once per checkpoint and size when ``instance`` is far outside its training sizes."""
     import warnings
 
-    size = info.get("size")
-    if not size:
+    lo, hi = _trained_sizes(info)
+    if not hi:
         return
-    lo, hi = info.get("size_range") or (size, size)
     n = instance.num_customers
     if lo / SIZE_WARNING_FACTOR <= n <= hi * SIZE_WARNING_FACTOR:
         return

@@ -16,7 +16,6 @@ import torch
 
 import nco.policies.encoder as encoder_mod
 from nco.checkpoints import EXPORT_FORMAT, checkpoint_info, load_model
-from nco.envs import get_problem
 from nco.policies import (
     STRATEGIES,
     AttentionPolicy,
@@ -32,23 +31,9 @@ from nco.policies.encoder import (
     pairwise_distance,
     size_scale,
 )
+from tests.policies.helpers import TINY, expand_rows, instances, tiny
 
-TINY = {"d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64}
 OLD_PRESETS = ("am", "pomo", "pomo-moe", "rf-transformer")
-
-
-def tiny(preset: str, problem: str, **kw) -> AttentionPolicy:
-    torch.manual_seed(0)
-    return build_policy(preset, problem, **{**TINY, **kw})
-
-
-def instances(problem: str, n: int = 10, b: int = 3, seed: int = 1):
-    p = get_problem(problem)
-    return p, p.make_env(num_loc=n), p.generator(num_loc=n)(b, seed=seed)
-
-
-def expand_rows(td, m: int):
-    return td[torch.arange(td.batch_size[0]).repeat_interleave(m)]
 
 
 def first_step(pol: AttentionPolicy, td, env, s: int):

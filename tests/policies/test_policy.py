@@ -7,33 +7,16 @@ import json
 import pytest
 import torch
 
-from nco.envs import get_problem
 from nco.policies import (
     PRESETS,
     STRATEGIES,
-    AttentionPolicy,
     DecodeConfig,
     PolicyConfig,
-    build_policy,
     get_preset,
 )
+from tests.policies.helpers import expand_rows, instances, tiny
 
-TINY = {"d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64}
 PROBLEMS = ("tsp", "cvrp", "cvrptw")
-
-
-def tiny(preset: str, problem: str, **kw) -> AttentionPolicy:
-    torch.manual_seed(0)
-    return build_policy(preset, problem, **{**TINY, **kw})
-
-
-def instances(problem: str, n: int = 10, b: int = 3, seed: int = 1):
-    p = get_problem(problem)
-    return p, p.make_env(num_loc=n), p.generator(num_loc=n)(b, seed=seed)
-
-
-def expand_rows(td, m: int):
-    return td[torch.arange(td.batch_size[0]).repeat_interleave(m)]
 
 
 # ----------------------------------------------------------------------------- presets
