@@ -322,9 +322,11 @@ def _state(parts: PolicyParts, td_env: TensorDict, b: int, s: int) -> Tensor | N
 
 def _start_nodes(problem: Problem, td: TensorDict, n: int, cfg: DecodeConfig) -> Tensor:
     """POMO first actions [B, n]: the problem's first ``n`` candidates, or a random subset."""
+    if cfg.start_choice == "first":
+        return problem.start_nodes(td, n)
     full = problem.num_starts(td)
-    if cfg.start_choice == "first" or n >= full:
-        return problem.start_nodes(td, min(n, full) if cfg.start_choice == "random" else n)
+    if n >= full:  # every candidate: no subset to draw
+        return problem.start_nodes(td, full)
     cand = problem.start_nodes(td, full)
     dev = cand.device
     # its own stream (seed + 1): the sampling kernel's counter-based stream stays untouched
