@@ -161,9 +161,10 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_generate, 
 
 #: Subcommands that live in their own module under ``nco.commands`` (command -> module, help
 #: line); each module has ``add_parser(subparsers)`` and ``run(args) -> int``. The help line is
-#: repeated here because building a module's parser can import torch or lightning (``train``
-#: reads its defaults and choices from the library): ``nco --help`` lists every command from
+#: repeated here so that ``nco --help`` imports no command module: it lists every command from
 #: this table and builds only the parser of the command being run (a test keeps both in step).
+#: The parsers of ``solve`` and ``train`` import neither torch nor lightning either, so their
+#: help screens start in well under a second too (``benchmarks/cli_startup.py``).
 _COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "solve": ("solve", "solve instance files with a neural, hybrid or classical solver"),
     "benchmark": ("benchmark", "benchmark classical and neural solvers"),

@@ -22,49 +22,62 @@ Design
   ``train_starts`` K, POMO decodes K random starts per instance instead of every customer.
 * Everything a resumed run needs (policy, optimizer, LR scheduler, the rollout baseline's frozen
   policy, the EMA value, reward-normalisation buffers, loop counters, the epoch position of the
-  batch-index loader) lives in the Lightning checkpoint.
+  batch-index loader, the seconds used so far for ``max_time``) lives in the Lightning checkpoint.
+* :class:`TrainConfig` and the option values live in the light :mod:`nco.train_config` (no torch
+  or lightning import, for the CLI's parser) and are re-exported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
-import dataclasses
+import logging
 import math
 import os
+import re
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    Checkpoint,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
 from lightning.pytorch.loggers import CSVLogger
 from tensordict import TensorDict
 from torch import Tensor, nn
 from torchrl.envs import EnvBase
 
 from nco.envs import Problem, get_problem, load_dataset
-from nco.envs.common import DISTRIBUTIONS
-from nco.policies import (
-    PRESETS,
-    STRATEGIES,
-    AttentionPolicy,
-    DecodeConfig,
-    PolicyConfig,
-    build_policy,
-    get_preset,
+from nco.policies import AttentionPolicy, DecodeConfig, PolicyConfig, build_policy
+from nco.train_config import (
+    _STREAM_BASELINE_SET,
+    _STREAM_SAMPLING,
+    BASELINES,
+    LR_SCHEDULES,
+    MOE_ROUTERS,
+    PRECISIONS,
+    REWARD_NORMS,
+    TrainConfig,
+    batch_seed,
 )
 
 __all__ = [
     "BASELINES",
     "LR_SCHEDULES",
+    "MOE_ROUTERS",
     "PRECISIONS",
     "REWARD_NORMS",
     "Baseline",
@@ -85,489 +98,8 @@ __all__ = [
     "train",
 ]
 
-BASELINES = ("rollout", "exponential", "shared", "none")
-LR_SCHEDULES = ("none", "multistep", "cosine")
-REWARD_NORMS = ("none", "std", "mean_abs")
-PRECISIONS = ("32", "32-true", "64", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
-MOE_ROUTERS = ("topk", "loss_free", "expert_choice", "hierarchical")
 
-#: Streams of :func:`batch_seed` (instances and sampling must not share a stream).
-_STREAM_INSTANCES, _STREAM_SAMPLING, _STREAM_BASELINE_SET, _STREAM_SIZE = 0, 1, 2, 3
-
-
-# ============================================================================= configuration
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (the run directory is the CLI's business).
-
-    Field names are the ``nco train`` option names with ``_`` for ``-``; a YAML/TOML ``--config``
-    file uses the same names. ``None`` means "the preset's default" (see :meth:`resolved`).
-
-    Parameters
-    ----------
-    problem, size, distribution : what to train on (``size`` = customers or cities). ``size`` is
-        an int or a range: ``(lo, hi)``, ``[lo, hi]`` or ``"lo:hi"`` (stored as the tuple; ``lo ==
-        hi`` is the int). With a range every training batch has its own size ``n``, drawn
-        uniformly from ``lo..hi`` (see :meth:`train_size`).
-    preset : policy preset (``am``, ``pomo``, ``pomo-moe``, ``rf-transformer``).
-    policy : extra :class:`~nco.policies.PolicyConfig` fields (e.g. ``{"d_model": 64}``).
-    moe_router, moe_experts, moe_k : MoE overrides (encoder router; experts and k for all MoEs).
-        Giving one on a preset without MoE adds an MoE to every encoder layer.
-    baseline : ``rollout`` | ``exponential`` | ``shared`` | ``none``; None = ``rollout`` for
-        single-start presets, ``shared`` for POMO-style multistart presets.
-    decoding : training decoding strategy; None = the preset's ``train_decoding``.
-    num_starts : POMO starts (None = the problem's default: every customer/city).
-    train_starts : POMO over a random subset of starts: the multistart training decoding uses
-        ``min(train_starts, the problem's number of start candidates)`` distinct random starts
-        per instance (``DecodeConfig(start_choice="random")``, drawn from the batch's sampling
-        stream), so the rollouts per instance stay K instead of growing with ``n`` (a step's work
-        ~ batch x K x n**2 instead of batch x n**3). None =
-        ``num_starts`` first starts as before. Needs a multistart decoding; excludes
-        ``num_starts``.
-    num_samples : samples per instance (``sampling``) or per start (``multistart_sampling``).
-    augment : 1 or 8 (dihedral augmentation of the training batch; ``shared`` averages over it).
-    batch_size : instances per step and process (with a size range: at the smallest size, see
-        :meth:`batch_size_at`).
-    batch_power : ``p`` of the batch scaling of a size range, ``batch(n) = max(1, round(
-        batch_size * (lo / n) ** p))``. None = the value that keeps ``rows x n**2`` constant (rows
-        = instances x rollouts per instance; the decoder's memory and work per step, ``n``
-        decoding steps attending over ``n`` nodes each, and the encoder's ``n x n`` attention):
-        2, or 3 for a multistart decoding over every customer (rows grow with ``n`` there too).
-        The decoding batches of generated validation sets are scaled by the same rule (never
-        above ``val_batch_size``; a ``val_data`` file uses ``val_batch_size`` as given).
-    instances_per_epoch : instances per epoch over all processes (it fixes the steps per epoch,
-        ``instances_per_epoch / (batch_size x processes)``; with a size range each of these steps
-        has its scaled batch, so an epoch holds fewer instances).
-    epochs, lr, weight_decay : Adam schedule length, learning rate, L2 weight decay.
-    lr_schedule : ``none`` | ``multistep`` (x ``lr_gamma`` at the ``lr_milestones`` fractions of
-        ``epochs``) | ``cosine`` (to 0 over ``epochs``); stepped once per epoch.
-    grad_clip : gradient-norm clip (0 disables).
-    precision : Lightning precision (``32``, ``16-mixed``, ``bf16-mixed``, ...).
-    aux_loss_weight : weight of the MoE auxiliary (balance + z) loss.
-    reward_norm : ``none`` | ``std`` | ``mean_abs``: divide advantages by a running scale, kept
-        per variant for multi-variant problems. None = ``std`` for ``mtvrp`` (RouteFinder's
-        multi-task normalisation; measurements in ``benchmarks/README.md``), else ``none``.
-    reward_norm_decay : decay of that running estimate.
-    ema_beta : decay of the ``exponential`` baseline.
-    bl_eval_size, bl_alpha : ``rollout`` baseline: held instances for the epoch-end paired
-        one-sided t-test, and its significance level.
-    val_size, val_seed, val_data, val_reference, val_batch_size : validation set (generated from
-        ``val_seed`` unless ``val_data`` names an ``nco generate`` ``.pt`` file), optional reference
-        costs for ``val/gap`` (CSV file or comma-separated numbers), decoding batch size.
-    val_sizes : generate ``val_size`` instances at each of these sizes (from ``val_seed``) and log
-        ``val/cost`` (mean over all of them) and ``val/cost_n{size}`` per size. None = ``(lo, hi)``
-        for a size range, the training size otherwise (one set, ``val/cost`` only). A string
-        ``"100,500"`` is accepted. Several validation sets exclude ``val_data`` and
-        ``val_reference`` (the reference costs and ``val/gap`` are for one set).
-    variants : multi-variant problems (``mtvrp``): the variants mixed uniformly in training and
-        validation batches (None = the generator's default).
-    seed : seeds the model initialisation and every training batch.
-    init_from : checkpoint (path, run directory or shipped name) whose policy weights start this
-        run instead of a random initialisation (fine-tuning, e.g. CVRP100 from CVRP50); it must be
-        for the same problem and policy architecture. Optimizer state is not taken from it.
-    max_time : wall-clock limit in seconds (None = none).
-    checkpoint_every : steps between ``last.ckpt`` saves.
-    log_every : steps between metric rows.
-    accelerator, devices, strategy : passed to ``lightning.Trainer``.
-    """
-
-    problem: str = "tsp"
-    size: int | tuple[int, int] = 20
-    distribution: str = "uniform"
-    preset: str = "am"
-    policy: dict[str, Any] = field(default_factory=dict)
-    moe_router: str | None = None
-    moe_experts: int | None = None
-    moe_k: int | None = None
-    baseline: str | None = None
-    decoding: str | None = None
-    num_starts: int | None = None
-    train_starts: int | None = None
-    num_samples: int = 1
-    augment: int = 1
-    batch_size: int = 64
-    batch_power: float | None = None
-    instances_per_epoch: int = 6400
-    epochs: int = 10
-    lr: float = 1e-4
-    weight_decay: float = 1e-6
-    lr_schedule: str = "none"
-    lr_milestones: tuple[float, ...] = (0.8, 0.95)
-    lr_gamma: float = 0.1
-    grad_clip: float = 1.0
-    precision: str = "32"
-    aux_loss_weight: float = 0.01
-    reward_norm: str | None = None
-    reward_norm_decay: float = 0.99
-    ema_beta: float = 0.8
-    bl_eval_size: int = 1000
-    bl_alpha: float = 0.05
-    val_size: int = 1000
-    val_seed: int = 4321
-    val_data: str | None = None
-    val_reference: str | None = None
-    val_batch_size: int = 500
-    val_sizes: tuple[int, ...] | None = None
-    variants: tuple[str, ...] | None = None
-    seed: int = 1234
-    init_from: str | None = None
-    max_time: float | None = None
-    checkpoint_every: int = 100
-    log_every: int = 10
-    accelerator: str = "auto"
-    devices: int | str = 1
-    strategy: str = "auto"
-
-    def __post_init__(self) -> None:
-        from nco.envs import available
-
-        def bad(name: str, value: Any, expected: str) -> ValueError:
-            return ValueError(f"{name.replace('_', '-')}: expected {expected}, got {value!r}")
-
-        object.__setattr__(self, "lr_milestones", tuple(float(x) for x in self.lr_milestones))
-        object.__setattr__(self, "precision", str(self.precision))
-        object.__setattr__(self, "policy", dict(self.policy or {}))
-        object.__setattr__(self, "size", _parse_size(self.size))
-        if self.val_sizes is not None:
-            object.__setattr__(self, "val_sizes", _parse_sizes(self.val_sizes))
-        if isinstance(self.variants, str):
-            object.__setattr__(
-                self, "variants", tuple(v.strip() for v in self.variants.split(",") if v.strip())
-            )
-        elif self.variants is not None:
-            object.__setattr__(self, "variants", tuple(self.variants))
-        choices = {
-            "problem": available(),
-            "distribution": get_problem(self.problem).distributions
-            if self.problem in available()
-            else DISTRIBUTIONS,
-            "preset": PRESETS,
-            "lr_schedule": LR_SCHEDULES,
-            "precision": PRECISIONS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise bad(name, getattr(self, name), "one of " + ", ".join(map(str, allowed)))
-        optional_choices = {
-            "baseline": BASELINES,
-            "decoding": STRATEGIES[:4],
-            "moe_router": MOE_ROUTERS,
-            "reward_norm": REWARD_NORMS,
-        }
-        for name, allowed in optional_choices.items():
-            if getattr(self, name) is not None and getattr(self, name) not in allowed:
-                raise bad(name, getattr(self, name), "one of " + ", ".join(allowed))
-        positive = (
-            "num_samples",
-            "batch_size",
-            "instances_per_epoch",
-            "epochs",
-            "bl_eval_size",
-            "val_size",
-            "val_batch_size",
-            "checkpoint_every",
-            "log_every",
-        )
-        for name in positive:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise bad(name, v, "a positive integer")
-        for name in ("num_starts", "train_starts", "moe_experts", "moe_k"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise bad(name, v, "a positive integer")
-        if self.augment not in (1, 8):
-            raise bad("augment", self.augment, "1 or 8")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise bad("lr", self.lr, "a positive number")
-        for name in ("weight_decay", "grad_clip", "aux_loss_weight"):
-            v = getattr(self, name)
-            if not (v >= 0 and math.isfinite(v)):
-                raise bad(name, v, "a non-negative number")
-        for name in ("reward_norm_decay", "ema_beta"):
-            if not 0 <= getattr(self, name) < 1:
-                raise bad(name, getattr(self, name), "a number in [0, 1)")
-        if not 0 < self.lr_gamma <= 1:
-            raise bad("lr_gamma", self.lr_gamma, "a number in (0, 1]")
-        if not 0 < self.bl_alpha < 1:
-            raise bad("bl_alpha", self.bl_alpha, "a number in (0, 1)")
-        if any(not 0 < m <= 1 for m in self.lr_milestones):
-            raise bad("lr_milestones", self.lr_milestones, "fractions of the epochs in (0, 1]")
-        for name in ("seed", "val_seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise bad(name, v, "a non-negative integer")
-        if self.max_time is not None and not self.max_time > 0:
-            raise bad("max_time", self.max_time, "a positive number of seconds")
-        lo, _ = self.size_bounds
-        if self.problem == "tsp" and (lo < 2 or min(self.val_sizes or (2,)) < 2):
-            name, value = ("size", self.size) if lo < 2 else ("val_sizes", self.val_sizes)
-            raise bad(name, value, "at least 2 cities")
-        if self.batch_power is not None:
-            p = self.batch_power
-            if isinstance(p, bool) or not isinstance(p, int | float) or not (0 <= p < 10):
-                raise bad("batch_power", p, "a number in [0, 10)")
-            object.__setattr__(self, "batch_power", float(p))
-        if self.train_starts is not None and self.num_starts is not None:
-            raise ValueError(
-                "train-starts: cannot be combined with num-starts (train-starts K samples K "
-                "random starts; num-starts takes the first ones)"
-            )
-        if self.val_data is not None and self.val_sizes is not None:
-            raise ValueError(
-                "val-sizes: cannot be combined with val-data (the file is the validation set)"
-            )
-        if self.multi_validation and self.val_reference is not None:
-            raise ValueError(
-                "val-reference: reference costs are for one validation set; they cannot be "
-                "combined with val-sizes or a size range (use --val-data FILE)"
-            )
-        dev = self.devices
-        if not (dev == "auto" or (isinstance(dev, int) and not isinstance(dev, bool) and dev >= 1)):
-            raise bad("devices", dev, "a positive integer or 'auto'")
-        unknown = set(self.policy) - {f.name for f in dataclasses.fields(PolicyConfig)}
-        if unknown:
-            raise ValueError(f"policy: unknown PolicyConfig field(s) {', '.join(sorted(unknown))}")
-
-    # ------------------------------------------------------------------ conversions
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python dict (tuples as lists) for YAML files and checkpoints."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = (
-                list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
-            )
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; accepts ``-`` or ``_`` in names; unknown names raise ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {str(k).replace("-", "_"): v for k, v in data.items()}
-        unknown = sorted(set(kw) - names)
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-        if "lr_milestones" in kw and kw["lr_milestones"] is not None:
-            kw["lr_milestones"] = tuple(kw["lr_milestones"])
-        if isinstance(kw.get("devices"), str) and kw["devices"].isdigit():
-            kw["devices"] = int(kw["devices"])
-        return cls(**kw)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` (unknown names raise TypeError)."""
-        return dataclasses.replace(self, **changes)
-
-    # ------------------------------------------------------------------ sizes
-    @property
-    def size_bounds(self) -> tuple[int, int]:
-        """``(lo, hi)`` of the training sizes (``(n, n)`` for one size)."""
-        if isinstance(self.size, tuple):
-            return self.size
-        return self.size, self.size
-
-    @property
-    def multi_size(self) -> bool:
-        """True when ``size`` is a range (each batch draws its own size)."""
-        return isinstance(self.size, tuple)
-
-    @property
-    def max_size(self) -> int:
-        """The largest training size (what a checkpoint's ``info["size"]`` records)."""
-        return self.size_bounds[1]
-
-    @property
-    def size_label(self) -> str:
-        """``"50"`` or ``"50-500"`` (run directory names)."""
-        lo, hi = self.size_bounds
-        return str(lo) if lo == hi else f"{lo}-{hi}"
-
-    @property
-    def multi_validation(self) -> bool:
-        """True when validation uses one generated set per size of :attr:`validation_sizes`
-        (a size range or ``val_sizes``, no ``val_data``), logged per size."""
-        return self.val_data is None and (self.multi_size or self.val_sizes is not None)
-
-    @property
-    def validation_sizes(self) -> tuple[int, ...]:
-        """The sizes of the generated validation sets (``val_sizes``, else ``(lo, hi)`` of a
-        range, else the training size)."""
-        if self.val_sizes is not None:
-            return self.val_sizes
-        lo, hi = self.size_bounds
-        return (lo, hi) if lo != hi else (lo,)
-
-    def _power(self) -> float:
-        if self.batch_power is not None:
-            return self.batch_power
-        decoding = self.decoding or self.policy_config().train_decoding
-        every_start = (
-            decoding.startswith("multistart")
-            and self.num_starts is None
-            and self.train_starts is None
-        )
-        return 3.0 if every_start else 2.0
-
-    def train_size(self, epoch: int, index: int) -> int:
-        """Size of training batch ``index`` of ``epoch``: uniform on ``lo..hi`` from the
-        :func:`batch_seed` stream ``(seed, epoch, 0, index)`` (the same on every rank, and the
-        same after a resume); the size itself for an int ``size``."""
-        lo, hi = self.size_bounds
-        if lo == hi:
-            return lo
-        # a 62-bit SeedSequence draw modulo the range (bias < 2**-50; no numpy stream involved)
-        return lo + batch_seed(self.seed, epoch, 0, index, _STREAM_SIZE) % (hi - lo + 1)
-
-    def batch_size_at(self, n: int) -> int:
-        """Training batch at size ``n``: ``max(1, round(batch_size * (lo / n) ** p))`` (``p`` =
-        ``batch_power``, see the class doc); ``batch_size`` for an int ``size``."""
-        lo, hi = self.size_bounds
-        if lo == hi:
-            return self.batch_size
-        return _scaled(self.batch_size, lo, n, self._power())
-
-    def val_batch_size_at(self, n: int) -> int:
-        """Validation decoding batch at size ``n``: ``val_batch_size`` scaled as
-        :meth:`batch_size_at` relative to the smallest training size (never above it)."""
-        return _scaled(self.val_batch_size, self.size_bounds[0], n, self._power())
-
-    # ------------------------------------------------------------------ resolution
-    def policy_config(self) -> PolicyConfig:
-        """The :class:`PolicyConfig` of this run: preset, then ``policy`` fields, then MoE flags."""
-        base = get_preset(self.preset).to_dict()
-        base.update(self.policy)
-        if self.moe_router is not None or self.moe_experts is not None or self.moe_k is not None:
-            enc = dict(base.get("moe") or {})
-            if self.moe_router is not None:
-                enc["router"] = self.moe_router
-            for key in ("moe", "decoder_moe"):
-                target = enc if key == "moe" else base.get(key)
-                if target is None:
-                    continue
-                target = dict(target)
-                if self.moe_experts is not None:
-                    target["num_experts"] = self.moe_experts
-                if self.moe_k is not None:
-                    target["k"] = self.moe_k
-                base[key] = target
-        try:
-            return PolicyConfig.from_dict(base)
-        except TypeError as err:
-            raise ValueError(f"policy: {err}") from err
-
-    def resolved(self) -> TrainConfig:
-        """Fill the defaults that depend on other options (``baseline``, ``decoding``,
-        ``reward_norm``) and validate the policy."""
-        pcfg = self.policy_config()
-        decoding = self.decoding or pcfg.train_decoding
-        if decoding not in ("sampling", "multistart_sampling", "greedy", "multistart_greedy"):
-            raise ValueError(f"decoding: training needs a sampling strategy, got {decoding!r}")
-        baseline = self.baseline or ("shared" if decoding.startswith("multistart") else "rollout")
-        if (
-            baseline == "shared"
-            and not decoding.startswith("multistart")
-            and self.num_samples * self.augment < 2
-        ):
-            raise ValueError(
-                "baseline shared needs several rollouts per instance: use a multistart decoding, num-samples > 1 or augment 8"
-            )
-        # variants' costs differ in scale (a VRPTW route is ~2x an OVRP one); unnormalised
-        # advantages let the costly variants dominate the gradient
-        reward_norm = self.reward_norm or ("std" if self.problem == "mtvrp" else "none")
-        if self.train_starts is not None and not decoding.startswith("multistart"):
-            raise ValueError(
-                f"train-starts: needs a multistart decoding (POMO), this run decodes with {decoding}"
-            )
-        extra: dict[str, Any] = {}
-        if self.multi_size:
-            if baseline == "rollout":
-                raise ValueError(
-                    "baseline: rollout needs one training size (its held set and t-test are per "
-                    "size); with a size range use --baseline shared, exponential or none"
-                )
-            extra = {
-                "val_sizes": self.validation_sizes if self.val_data is None else None,
-                "batch_power": self.replace(decoding=decoding)._power(),
-            }
-        return self.replace(baseline=baseline, decoding=decoding, reward_norm=reward_norm, **extra)
-
-    def steps_per_epoch(self, world_size: int = 1) -> int:
-        """Optimizer steps per epoch and process."""
-        return max(1, math.ceil(self.instances_per_epoch / (self.batch_size * world_size)))
-
-
-# ============================================================================= sizes
-_SIZE_EXPECTED = "N or LO:HI with 1 <= LO <= HI"
-
-
-def _parse_size(value: Any) -> int | tuple[int, int]:
-    """``20``, ``"20"``, ``"50:500"``, ``(50, 500)`` or ``[50, 500]`` -> int or (lo, hi)."""
-
-    def fail() -> ValueError:
-        return ValueError(f"size: expected {_SIZE_EXPECTED}, got {value!r}")
-
-    parts: list[Any]
-    if isinstance(value, str):
-        parts = [x.strip() for x in value.split(":")]
-        try:
-            parts = [int(x) for x in parts]
-        except ValueError:
-            raise fail() from None
-    elif isinstance(value, list | tuple):
-        parts = list(value)
-    else:
-        parts = [value]
-    if len(parts) not in (1, 2) or any(
-        isinstance(x, bool) or not isinstance(x, int | np.integer) for x in parts
-    ):
-        raise fail()
-    lo, hi = int(parts[0]), int(parts[-1])
-    if not 1 <= lo <= hi:
-        raise fail()
-    return lo if lo == hi else (lo, hi)
-
-
-def _parse_sizes(value: Any) -> tuple[int, ...]:
-    """``"100,500"`` or ``[100, 500]`` -> sorted distinct sizes."""
-
-    def fail() -> ValueError:
-        return ValueError(f"val-sizes: expected comma-separated positive integers, got {value!r}")
-
-    items: list[Any]
-    if isinstance(value, str):
-        try:
-            items = [int(x) for x in value.split(",") if x.strip()]
-        except ValueError:
-            raise fail() from None
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        items = [value]
-    else:
-        raise fail()
-    if not items or any(
-        isinstance(x, bool) or not isinstance(x, int | np.integer) or x < 1 for x in items
-    ):
-        raise fail()
-    return tuple(sorted({int(x) for x in items}))
-
-
-def _scaled(batch: int, lo: int, n: int, power: float) -> int:
-    """``max(1, round(batch * min(1, lo / n) ** power))``."""
-    return max(1, round(batch * min(1.0, lo / n) ** power))
-
-
-# ============================================================================= seeds and data
-def batch_seed(
-    seed: int, epoch: int, rank: int, index: int, stream: int = _STREAM_INSTANCES
-) -> int:
-    """A 62-bit seed for batch ``index`` of ``epoch`` on ``rank`` (independent per stream)."""
-    state = np.random.SeedSequence(
-        [int(seed), int(epoch), int(rank), int(index), int(stream)]
-    ).generate_state(2, np.uint32)
-    return int((int(state[0]) << 30) ^ int(state[1])) & ((1 << 62) - 1)
-
-
+# ============================================================================= data
 class _BatchIndices:
     """Batch indices ``0..n-1`` of one epoch, resumable mid-epoch.
 
@@ -1300,26 +832,79 @@ class REINFORCEModule(L.LightningModule):
 
 
 # ============================================================================= run driver
+def _clock() -> float:
+    """Seconds of the run clock (``time.monotonic``; a test replaces it to run on a fake clock)."""
+    return time.monotonic()
+
+
 class _StopRequested(Exception):
     """Raised at a step boundary after ``last.ckpt`` was saved on a signal (or a step limit)."""
 
 
 class _GracefulStop(Checkpoint):
-    """On SIGINT/SIGTERM: save ``last.ckpt`` at the next step boundary, then stop the run.
+    """On SIGINT/SIGTERM or at the time limit: save ``last.ckpt`` at the next step boundary, then
+    stop the run.
 
     The signal handler only sets a flag (saving inside a handler could catch the optimizer
     between updates); the save happens in ``on_train_batch_end``, the same point at which
     ``ModelCheckpoint(every_n_train_steps)`` saves, so the checkpoint resumes exactly. A second
     Ctrl-C interrupts immediately. Also used by tests to stop after a given number of steps.
+
+    ``max_time`` (seconds) is a limit on the whole run: the wall-clock time of every
+    :func:`train` call of the run (set-up, training steps, validation, checkpointing), summed
+    over resumes through the checkpoints (``elapsed`` = the seconds used before this call). It
+    is checked at every step boundary; once reached, the run stops there as on a signal, without
+    a final validation. A validation that would not finish within the limit (the previous one
+    took longer than the time left) is skipped; the first one always runs.
     """
 
-    def __init__(self, last_path: Path, *, stop_after_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        last_path: Path,
+        *,
+        stop_after_steps: int | None = None,
+        max_time: float | None = None,
+        elapsed: float = 0.0,
+    ) -> None:
         self.last_path = last_path
         self.stop_after_steps = stop_after_steps
+        self.max_time = max_time
         self.signum: int | None = None
+        self.time_up = False
         self.saved = False
         self.pending = False
         self._old: dict[int, Any] = {}
+        self._offset = float(elapsed)
+        self._start = _clock()
+        self._val_started: float | None = None
+        self._val_seconds: float | None = None
+        self._limit_val: Any = None
+        self._started = False
+
+    # -- the clock
+    def elapsed(self) -> float:
+        """Seconds of the whole run so far (earlier parts included)."""
+        return self._offset + _clock() - self._start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed": self.elapsed()}
+
+    def _decide(self, trainer: L.Trainer, flag: bool) -> bool:
+        """The same decision on every rank (any rank's True)."""
+        if trainer.world_size > 1:
+            return bool(trainer.strategy.reduce_boolean_decision(flag, all=False))
+        return flag
+
+    def _time_left(self) -> float:
+        assert self.max_time is not None
+        return self.max_time - self.elapsed()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_started = _clock()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val_started is not None:
+            self._val_seconds = _clock() - self._val_started
 
     # -- signals
     def install(self) -> None:
@@ -1362,8 +947,20 @@ class _GracefulStop(Checkpoint):
         stop = self.signum is not None or (
             self.stop_after_steps is not None and trainer.global_step >= self.stop_after_steps
         )
-        if trainer.world_size > 1:
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if self.max_time is not None:
+            left = self._time_left()
+            last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+            # the last step of the run ends it anyway (as finished, without a late validation)
+            end_of_run = last_of_epoch and trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+            self.time_up = self._decide(trainer, left <= 0) and not end_of_run
+            stop = stop or self.time_up
+            if last_of_epoch:
+                # the epoch-end validation runs next: skip it when it cannot end in time
+                late = left <= 0 or (self._val_seconds is not None and self._val_seconds > left)
+                if self._limit_val is None:
+                    self._limit_val = trainer.limit_val_batches
+                trainer.limit_val_batches = 0 if self._decide(trainer, late) else self._limit_val
+        stop = self._decide(trainer, stop)
         if not stop or self.saved:
             return
         if batch_idx + 1 >= trainer.num_training_batches:
@@ -1379,6 +976,13 @@ class _GracefulStop(Checkpoint):
     ) -> None:
         if self.saved:
             raise _StopRequested
+        if self.max_time is not None and not self._started:
+            # a resumed run that has used its time already: stop before its first step (its
+            # checkpoint is the run's state, nothing to save)
+            self._started = True
+            self.time_up = self._decide(trainer, self._time_left() <= 0)
+            if self.time_up:
+                raise _StopRequested
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # As a Checkpoint subclass this runs after the module's on_train_epoch_end (baseline update).
@@ -1405,6 +1009,99 @@ class _GracefulStop(Checkpoint):
             self.saved = True
 
 
+class _ResumedEpochProgress(Callback):
+    """The progress bar of an epoch resumed in the middle: total, position, rate and ETA.
+
+    Lightning does not call ``on_train_epoch_start`` when it restarts mid-epoch, so the bar of
+    the resumed epoch was never given its total (tqdm showed ``75/?`` and no ETA) and counted
+    the batches done before the interruption as done in the first second (an inflated rate). At
+    the first batch of a resumed epoch this starts the bar as an epoch start would, at the
+    resumed position, with the rate measured from there.
+    """
+
+    def __init__(self) -> None:
+        self._seen = False
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._seen:
+            return
+        self._seen = True
+        bar = trainer.progress_bar_callback
+        if batch_idx == 0 or bar is None or bar.is_disabled:
+            return
+        bar.on_train_epoch_start(trainer, pl_module)
+        if isinstance(bar, TQDMProgressBar):
+            tq = bar.train_progress_bar
+            tq.n = tq.last_print_n = tq.initial = batch_idx  # the rate counts from here
+            tq.refresh()
+        elif isinstance(bar, RichProgressBar):
+            if bar.progress is not None and bar.train_progress_bar_id is not None:
+                bar.progress.reset(
+                    bar.train_progress_bar_id, total=bar.total_train_batches, completed=batch_idx
+                )
+                bar.refresh()
+
+
+#: Lightning's info lines that tell a user of ``nco train`` nothing (the hardware summary, tips
+#: for Lightning's cloud products, restoring from the checkpoint and the stop reason, which the
+#: CLI reports itself). :func:`train` drops them while it runs; every other line is kept.
+_QUIET_INFO = re.compile(
+    r"(GPU|TPU|HPU|IPU) available: "
+    r"|LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: "
+    r"|💡 Tip: "
+    r"|`Trainer\.fit` stopped: "
+    r"|Restoring states from the checkpoint path at "
+    r"|Restored all states from the checkpoint at "
+)
+#: Loggers of those lines (``rank_zero_info`` logs to one of the first two).
+_QUIET_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+)
+#: Lightning warnings that do not apply to nco's training (regexes matched at the start of the
+#: message), ignored while :func:`train` runs; every other warning is shown.
+_QUIET_WARNINGS = (
+    # steps are counted over the whole run, so rows are logged even with short epochs
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # a resumed run writes into its own checkpoint directory
+    r"Checkpoint directory .* exists and is not empty",
+    # batches are generated in the training step; there is no loading to parallelise
+    r"The '\w+' does not have many workers",
+    # a deprecation inside Lightning's own code, nothing a user can change
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # a resumed run whose first validation was skipped at --max-time has no val/cost yet
+    r"`ModelCheckpoint\(monitor='val/cost'\)` could not find the monitored key",
+)
+
+
+class _DropInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _QUIET_INFO.match(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Drop :data:`_QUIET_INFO` lines and ignore :data:`_QUIET_WARNINGS` inside the block."""
+    loggers = {logging.getLogger(name) for name in _QUIET_LOGGERS}
+    from lightning_utilities.core import rank_zero
+
+    loggers.add(rank_zero.log)  # the logger rank_zero_info uses, whichever package set it
+    drop = _DropInfo()
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """Outcome of :func:`train`.
@@ -1412,11 +1109,15 @@ class TrainResult:
     Attributes
     ----------
     run_dir : the run directory.
-    status : ``finished`` or ``interrupted``.
+    status : ``finished``, ``interrupted`` (a signal, or ``stop_after_steps``) or ``time_limit``
+        (stopped at ``max_time``; ``last.ckpt`` holds the state, resume with a larger limit).
     global_step, epoch : counters at the end.
     best_val_cost : best ``val/cost`` seen (None before the first validation).
     last_checkpoint, best_checkpoint : paths (best may not exist).
-    exit_code : 0 when finished, 128 + signal number when stopped by a signal.
+    exit_code : 0 when finished or at the time limit, 128 + signal number when stopped by a
+        signal.
+    elapsed : wall-clock seconds of the whole run, earlier parts of a resumed run included (what
+        ``max_time`` limits).
     """
 
     run_dir: Path
@@ -1427,6 +1128,7 @@ class TrainResult:
     last_checkpoint: Path
     best_checkpoint: Path
     exit_code: int
+    elapsed: float = 0.0
 
 
 def _is_rank_zero() -> bool:
@@ -1490,9 +1192,18 @@ def _strategy(config: TrainConfig) -> Any:
     return config.strategy
 
 
-def _checkpoint_step(path: Path) -> int:
+def _checkpoint_state(path: Path) -> tuple[int, float]:
+    """``(global_step, seconds of the run so far)`` of a checkpoint (the seconds from the
+    Lightning ``Timer`` state for checkpoints written before ``_GracefulStop`` kept them)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return int(ckpt.get("global_step", 0))
+    states = ckpt.get("callbacks") or {}
+    ours = states.get(_GracefulStop.__qualname__) or {}
+    if "elapsed" in ours:
+        elapsed = float(ours["elapsed"])
+    else:
+        timer = next((v for k, v in states.items() if str(k).startswith("Timer")), {}) or {}
+        elapsed = float((timer.get("time_elapsed") or {}).get("train", 0.0))
+    return int(ckpt.get("global_step", 0)), elapsed
 
 
 def train(
@@ -1512,7 +1223,7 @@ def train(
     run_dir : output folder: ``config.yaml``, ``metrics.csv``, ``checkpoints/last.ckpt`` and
         ``checkpoints/best.ckpt`` (by ``val/cost``), ``tb/`` when tensorboard is installed.
     resume : continue from ``RUN_DIR/checkpoints/last.ckpt`` (optimizer, scheduler, baseline,
-        counters and the epoch position restored).
+        counters, the epoch position and the seconds used so far restored).
     progress_bar : show Lightning's progress bar.
     stop_after_steps : behave as if interrupted after this many steps (saves ``last.ckpt`` at
         that step boundary); for tests and time-sliced jobs.
@@ -1521,7 +1232,29 @@ def train(
     Returns
     -------
     TrainResult
+
+    Notes
+    -----
+    ``config.max_time`` limits the whole run, across resumes (see :class:`_GracefulStop`): at
+    the limit the run saves ``last.ckpt`` at a step boundary and returns ``status="time_limit"``;
+    resuming continues with the time left (none: it stops before its first step; pass a larger
+    ``max_time`` to train on). Lightning's hardware summary, tips and the warnings that do not
+    apply here (:data:`_QUIET_WARNINGS`) are silenced while it runs.
     """
+    started = _clock()
+    with _quiet_lightning():
+        return _train(config, run_dir, resume, progress_bar, stop_after_steps, callbacks, started)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool,
+    progress_bar: bool,
+    stop_after_steps: int | None,
+    callbacks: Sequence[Callback],
+    started: float,
+) -> TrainResult:
     import yaml
 
     cfg = config.resolved()
@@ -1545,7 +1278,13 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         with (run_dir / "config.yaml").open("w") as fh:
             yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-    stopper = _GracefulStop(last, stop_after_steps=stop_after_steps)
+    resume_step, elapsed = _checkpoint_state(last) if resume else (None, 0.0)
+    stopper = _GracefulStop(
+        last,
+        stop_after_steps=stop_after_steps,
+        max_time=cfg.max_time,
+        elapsed=elapsed + _clock() - started,
+    )
     every = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="last",
@@ -1562,17 +1301,16 @@ def train(
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
-    resume_step = _checkpoint_step(last) if resume else None
+    extra: list[Callback] = [_ResumedEpochProgress()] if resume and progress_bar else []
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=_strategy(cfg),
         precision=cfg.precision,  # type: ignore[arg-type]
         max_epochs=cfg.epochs,
-        max_time=timedelta(seconds=cfg.max_time) if cfg.max_time else None,
         gradient_clip_val=cfg.grad_clip or None,
         logger=_loggers(run_dir, resume_step),
-        callbacks=[every, best_cb, stopper, *callbacks],
+        callbacks=[every, best_cb, stopper, *extra, *callbacks],
         log_every_n_steps=cfg.log_every,
         num_sanity_val_steps=0,
         enable_progress_bar=progress_bar,
@@ -1600,6 +1338,8 @@ def train(
     if stopper.signum is not None:
         code = 128 + int(stopper.signum)
         status = "interrupted"
+    elif stopper.time_up and status == "interrupted":
+        status = "time_limit"
     score = best_cb.best_model_score
     return TrainResult(
         run_dir=run_dir,
@@ -1610,4 +1350,5 @@ def train(
         last_checkpoint=last,
         best_checkpoint=best,
         exit_code=code,
+        elapsed=stopper.elapsed(),
     )

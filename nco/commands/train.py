@@ -1,10 +1,11 @@
 """``nco train``: train a policy with REINFORCE (rollout, exponential, shared or no baseline).
 
 Writes RUN_DIR/config.yaml (resolved options), RUN_DIR/metrics.csv, RUN_DIR/checkpoints/last.ckpt
-(every --checkpoint-every steps, at the end, and on Ctrl-C/SIGTERM) and checkpoints/best.ckpt
-(lowest validation cost). Options come from the defaults, then --config FILE (YAML or TOML with
-the option names, e.g. ``batch-size: 128``; a ``policy:`` mapping sets PolicyConfig fields),
-then the command line.
+(every --checkpoint-every steps, at the end, at --max-time and on Ctrl-C/SIGTERM) and
+checkpoints/best.ckpt (lowest validation cost). --max-time counts the whole run: validation and
+the earlier parts of a resumed run too; a validation that would not end within it is skipped.
+Options come from the defaults, then --config FILE (YAML or TOML with the option names, e.g.
+``batch-size: 128``; a ``policy:`` mapping sets PolicyConfig fields), then the command line.
 
 Examples::
 
@@ -32,7 +33,7 @@ PROG = "nco train"
 
 #: (flag, TrainConfig field, type, help) for the options that map 1:1 onto TrainConfig.
 _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
-    ("--problem", "problem", str, "problem: tsp, cvrp, cvrptw"),
+    ("--problem", "problem", str, "problem: tsp, cvrp, cvrptw, mtvrp"),
     (
         "--size",
         "size",
@@ -135,7 +136,13 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         str,
         "reference costs for val/gap: CSV file or comma-separated numbers",
     ),
-    ("--max-time", "max_time", float, "wall-clock limit in seconds"),
+    (
+        "--max-time",
+        "max_time",
+        float,
+        "wall-clock limit in seconds of the whole run (validation and earlier parts of a resumed "
+        "run included); the run stops at a step boundary, saving last.ckpt",
+    ),
     (
         "--variants",
         "variants",
@@ -155,8 +162,13 @@ _METAVARS = {"size": "N|LO:HI", "val_sizes": "N,N,...", "train_starts": "K", "ba
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    """Add the train arguments to a parser (every option defaults to None = not given)."""
-    from nco.train import TrainConfig
+    """Add the train arguments to a parser (every option defaults to None = not given).
+
+    Imports neither torch nor lightning (``nco train --help`` starts in well under a second; see
+    ``benchmarks/cli_startup.py``): the defaults come from the light :mod:`nco.train_config`, the
+    choices from :func:`_choices`.
+    """
+    from nco.train_config import TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     choices = _choices()
@@ -222,16 +234,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+#: Choices whose source of truth lives in torch-importing packages (the problem registry
+#: ``nco.envs.available()``, ``nco.envs.cvrp.CVRP_DISTRIBUTIONS``, ``nco.policies.PRESETS``),
+#: repeated here so that building the parser imports neither torch nor lightning; a test keeps
+#: them equal to the library's.
+_PROBLEMS = ("cvrp", "cvrptw", "mtvrp", "tsp")
+_DISTRIBUTIONS = ("uniform", "clustered", "mixed", "uchoa")  # a superset of every problem's
+_PRESETS = ("am", "pomo", "pomo-moe", "rf-transformer", "pomo-dist")
+
+
 def _choices() -> dict[str, tuple[str, ...]]:
-    from nco.envs import available
-    from nco.envs.cvrp import CVRP_DISTRIBUTIONS
-    from nco.policies import PRESETS
-    from nco.train import BASELINES, LR_SCHEDULES, MOE_ROUTERS, REWARD_NORMS
+    from nco.train_config import BASELINES, LR_SCHEDULES, MOE_ROUTERS, REWARD_NORMS
 
     return {
-        "problem": tuple(available()),
-        "distribution": CVRP_DISTRIBUTIONS,  # a superset of every problem's
-        "preset": tuple(PRESETS),
+        "problem": _PROBLEMS,
+        "distribution": _DISTRIBUTIONS,
+        "preset": _PRESETS,
         "moe_router": MOE_ROUTERS,
         "baseline": BASELINES,
         "lr_schedule": LR_SCHEDULES,
@@ -276,7 +294,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 def build_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Any:
     """TrainConfig from ``base`` (a config file or a run's config.yaml) overridden by the flags given."""
-    from nco.train import TrainConfig
+    from nco.train_config import TrainConfig
 
     data = dict(base or {})
     for _, name, _, _ in _OPTIONS:
@@ -381,6 +399,13 @@ def _run(args: argparse.Namespace) -> int:
         if result.status == "interrupted":
             print(
                 f"interrupted at step {result.global_step}; saved {result.last_checkpoint}; continue with: nco train --resume {run_dir}"
+            )
+        elif result.status == "time_limit":
+            limit = float(cfg.max_time or 0)
+            print(
+                f"stopped at the time limit ({result.elapsed:.0f} s used of --max-time {limit:g}) "
+                f"at step {result.global_step}{best}; saved {result.last_checkpoint}; to train "
+                f"on: nco train --resume {run_dir} --max-time {2 * limit:g}"
             )
         else:
             steps = f"{result.global_step} step{'s' if result.global_step != 1 else ''}"

@@ -857,3 +857,212 @@ def test_resume_of_a_finished_run_says_how_to_extend_it(tiny_run, tmp_path, caps
     epochs = int(yaml.safe_load((run / "config.yaml").read_text())["epochs"])
     hint = f"nco train --resume {run} --epochs {epochs + max(1, epochs // 2)}"
     assert "finished:" in out and hint in out
+
+
+# ----------------------------------------------------------------------------- --max-time
+class _FakeClock:
+    """The run clock of nco.train, advanced by the test: 1 s per training step, 10 s per
+    validation (deterministic, no wall time involved)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ticking(clock: _FakeClock, validations: list[int]):
+    from lightning.pytorch.callbacks import Callback
+
+    class Tick(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            clock.now += 1.0
+
+        def on_validation_batch_end(self, trainer, pl_module, *args, **kwargs):
+            clock.now += 10.0
+
+        def on_validation_end(self, trainer, pl_module):
+            validations.append(trainer.global_step)
+
+    return Tick()
+
+
+def test_max_time_counts_validation_and_resumes_with_the_time_left(tmp_path, monkeypatch):
+    """--max-time is the whole run's clock: validation time counts, a validation that cannot end
+    in time is skipped, no validation runs after the limit, and a resume continues the clock."""
+    import nco.train as train_mod
+
+    clock = _FakeClock()
+    monkeypatch.setattr(train_mod, "_clock", clock)
+    # 4 steps per epoch, one validation batch (8 instances, decoding batch 500): 10 s
+    cfg = _tiny_config(
+        epochs=5, batch_size=8, instances_per_epoch=32, val_size=8, baseline="exponential"
+    )
+    run = tmp_path / "timed"
+    validations: list[int] = []
+    # t=4: validation (to 14, it took 10 s); t=18 and t=22: 7 s and 3 s left, skipped; at t=25
+    # (step 15) the limit: saved and stopped there, no validation after it
+    result = train(
+        cfg.replace(max_time=25.0),
+        run,
+        progress_bar=False,
+        callbacks=[_ticking(clock, validations)],
+    )
+    assert (result.status, result.exit_code, result.global_step) == ("time_limit", 0, 15)
+    assert validations == [4] and result.elapsed == pytest.approx(25.0)
+    ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 15
+    assert ckpt["callbacks"]["_GracefulStop"]["elapsed"] == pytest.approx(25.0)
+    assert max(s for s, _ in _column(_rows(run), "train/loss")) == 14
+
+    # the same limit again: the run has used its time and stops before a step
+    again = train(cfg.replace(max_time=25.0), run, resume=True, progress_bar=False)
+    assert (again.status, again.global_step) == ("time_limit", 15)
+
+    # a larger limit continues the clock at 25 s: step 16 (t=26) ends epoch 4 with 14 s left, so
+    # its validation runs (to t=36); the last step (20, t=40) finishes the run at the limit
+    validations.clear()
+    last = train(
+        cfg.replace(max_time=40.0),
+        run,
+        resume=True,
+        progress_bar=False,
+        callbacks=[_ticking(clock, validations)],
+    )
+    assert (last.status, last.global_step, last.epoch) == ("finished", 20, 5)
+    assert validations == [16] and last.elapsed == pytest.approx(40.0)
+    assert [s for s, _ in _column(_rows(run), "train/loss")] == list(range(20))
+
+
+def test_cli_reports_the_time_limit_and_how_to_train_on(tmp_path, capsys, monkeypatch):
+    import nco.train as train_mod
+
+    clock = _FakeClock()
+    monkeypatch.setattr(train_mod, "_clock", clock)
+    monkeypatch.setattr(train_mod, "_GracefulStop", _tick_per_step(train_mod._GracefulStop, clock))
+    run = tmp_path / "cli"
+    argv = [
+        "--size", "8", *TINY_FLAGS, "--batch-size", "8", "--instances-per-epoch", "32",
+        "--epochs", "100", "--val-size", "8", "--baseline", "exponential",
+        "--accelerator", "cpu", "--max-time", "6", "--out", str(run), "--no-progress",
+    ]  # fmt: skip
+    assert train_cmd.run(_parse(argv)) == 0
+    out = capsys.readouterr().out
+    assert "stopped at the time limit (6 s used of --max-time 6) at step 6" in out, out
+    assert f"nco train --resume {run} --max-time 12" in out
+
+
+def _tick_per_step(base, clock: _FakeClock):
+    """_GracefulStop whose clock advances 1 s per training step (for runs started by the CLI)."""
+
+    class Ticking(base):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            clock.now += 1.0
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    Ticking.__qualname__ = base.__qualname__
+    return Ticking
+
+
+# ----------------------------------------------------------------------------- progress bar
+@pytest.mark.parametrize("bar_kind", ["tqdm", "rich"])
+def test_resumed_epoch_progress_bar_has_total_position_and_rate(tmp_path, bar_kind):
+    """Lightning skips on_train_epoch_start when it restarts mid-epoch: the resumed epoch's bar
+    must still show its total and start at the resumed batch (the rate counts from there)."""
+    from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
+
+    if bar_kind == "rich":
+        pytest.importorskip("rich")
+    make_bar = TQDMProgressBar if bar_kind == "tqdm" else RichProgressBar
+    seen: list[tuple] = []
+
+    class Spy(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            bar = trainer.progress_bar_callback
+            if isinstance(bar, TQDMProgressBar):
+                tq = bar.train_progress_bar
+                seen.append((batch_idx, tq.total, tq.n, tq.initial))
+            else:
+                task = bar.progress.tasks[bar.train_progress_bar_id]
+                # progress samples since the bar (re)started: one step each, not the skipped ones
+                steps = sum(s.completed for s in task._progress)
+                seen.append((batch_idx, task.total, task.completed, task.completed - steps))
+
+    cfg = _tiny_config(epochs=1, batch_size=8, instances_per_epoch=48, baseline="exponential")
+    run = tmp_path / "bar"
+    train(cfg, run, progress_bar=False, stop_after_steps=2)
+    train(cfg, run, resume=True, callbacks=[make_bar(), Spy()])
+    # the resumed epoch: batches 2..5 of 6, total known, counted from batch 2
+    assert seen[0] == (2, 6, 3, 2), seen
+    assert seen[-1] == (5, 6, 6, 2), seen
+
+
+# ----------------------------------------------------------------------------- quiet log
+_NOISE = (
+    "GPU available:",
+    "TPU available:",
+    "LOCAL_RANK:",
+    "Tip:",
+    "litlogger",
+    "`Trainer.fit` stopped",
+    "smaller than the logging interval",
+    "exists and is not empty",
+    "LeafSpec",
+    "Restoring states",
+    "Restored all states",
+    "does not have many workers",
+)
+
+
+def test_cli_training_log_has_no_lightning_noise(tmp_path):
+    """A tiny CLI run and its resume print none of Lightning's irrelevant lines on stderr (an
+    epoch of 4 steps with --log-every 10 used to warn about the logging interval)."""
+    run = tmp_path / "quiet"
+    base = [sys.executable, "-m", "nco.commands.train"]
+    flags = [
+        "--size", "8", *TINY_FLAGS, "--batch-size", "8", "--instances-per-epoch", "32",
+        "--val-size", "8", "--baseline", "exponential", "--accelerator", "cpu",
+    ]  # fmt: skip
+    for argv in (
+        [*flags, "--epochs", "1", "--out", str(run)],
+        ["--resume", str(run), "--epochs", "2"],
+    ):
+        done = subprocess.run(
+            [*base, *argv], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "finished:" in done.stdout
+        noise = [line for line in done.stderr.splitlines() if any(n in line for n in _NOISE)]
+        assert not noise, noise
+
+
+def test_real_warnings_are_kept_and_filters_end_with_the_run(tmp_path, caplog):
+    """Only the known-irrelevant messages are dropped, and only while train() runs."""
+    import logging
+    import warnings
+
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+    class Speak(Callback):
+        def on_train_start(self, trainer, pl_module):
+            rank_zero_warn("a real problem")
+            rank_zero_info("a real notice")
+            rank_zero_info("GPU available: False, used: False")
+
+    cfg = _tiny_config(epochs=1, batch_size=8, instances_per_epoch=16, baseline="exponential")
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg.replace(log_every=50), tmp_path / "w", progress_bar=False, callbacks=[Speak()])
+    messages = [str(w.message) for w in caught]
+    assert "a real problem" in messages
+    assert not [m for m in messages if any(n in m for n in _NOISE)], messages
+    infos = [r.getMessage() for r in caplog.records]
+    assert "a real notice" in infos
+    assert not [m for m in infos if any(n in m for n in _NOISE)], infos
+    # after the run, nothing stays silenced
+    with warnings.catch_warnings(record=True) as after:
+        warnings.simplefilter("always")
+        warnings.warn("Checkpoint directory /x exists and is not empty.", UserWarning, stacklevel=1)
+    assert len(after) == 1
