@@ -304,6 +304,16 @@ class Problem:
     file_io: bool = True
     #: Instance distributions its generator takes (``distribution=``).
     distributions: tuple[str, ...] = DISTRIBUTIONS
+    #: Conversions for problems whose tensors are not :meth:`Instance.to_tensordict`'s
+    #: (``instance, device -> td`` and ``td, name -> Instance``); None uses the generic ones.
+    instance_to_td: Callable[..., TensorDict] | None = None
+    td_to_instance: Callable[..., Instance] | None = None
+    #: Problems (besides its own name) whose instances :meth:`from_instance` accepts, e.g.
+    #: mtvrp takes CVRP and CVRPTW instances as its CVRP and VRPTW variants.
+    accepts: tuple[str, ...] = ()
+    #: ``tour, num_depots -> (routes, depots)`` for problems with several depots: an action
+    #: sequence split into routes and each route's depot node (see :meth:`tours_to_depot_routes`).
+    split_depot_tour: Callable[..., tuple[list[list[int]], list[int]]] | None = None
 
     def _require_file_io(self) -> None:
         if not self.file_io:
@@ -322,14 +332,28 @@ class Problem:
     def from_instance(self, instance: Instance, *, device: str | torch.device = "cpu") -> TensorDict:
         """Normalised tensors (batch [1]) for an instance of this problem."""
         self._require_file_io()
-        if instance.problem != self.name:
-            raise InstanceError(instance.source or instance.name, "problem", f"expected a {self.name} instance, got {instance.problem}")
+        if instance.problem != self.name and instance.problem not in self.accepts:
+            expected = " or ".join((self.name, *self.accepts))
+            raise InstanceError(instance.source or instance.name, "problem", f"expected a {expected} instance, got {instance.problem} ({instance.variant})")
+        if self.instance_to_td is not None:
+            return self.instance_to_td(instance, device=device)
         return instance.to_tensordict(device=device)
 
     def to_instance(self, td: TensorDict, *, name: str = "generated") -> Instance:
         """One tensor instance back to an :class:`Instance`."""
         self._require_file_io()
+        if self.td_to_instance is not None:
+            return self.td_to_instance(td, name=name)
         return td_to_instance(td, self.name, name=name)
+
+    def tours_to_depot_routes(self, tour: Sequence[int], num_depots: int = 1) -> tuple[list[list[int]], list[int]]:
+        """An action sequence -> (routes, each route's depot node), for
+        ``Solution.from_routes(instance, routes, depots=...)``; depots are 0 for single-depot
+        problems."""
+        if self.split_depot_tour is not None:
+            return self.split_depot_tour(tour, num_depots)
+        routes = self.tours_to_routes(tour)
+        return routes, [0] * len(routes)
 
     def tours_to_routes(self, tour: Sequence[int]) -> list[list[int]]:
         """An action sequence of one episode -> routes as :class:`Solution` stores them."""

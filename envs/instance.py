@@ -154,23 +154,47 @@ def _classical_mds(dist: np.ndarray) -> np.ndarray:
 class Instance:
     """One routing instance in its own units.
 
-    Node 0 is the depot for vehicle-routing problems. Distances are stored as a dense matrix
-    already under the instance's convention, so every cost computed from an `Instance` is in the
-    units a user of the original file expects.
+    Node 0 is the depot for vehicle-routing problems; a multi-depot instance has its
+    ``num_depots`` depots at nodes ``0..num_depots-1`` (mtvrp's MD convention). Distances are
+    stored as a dense matrix already under the instance's convention, so every cost computed
+    from an `Instance` is in the units a user of the original file expects.
+
+    The variant attributes (``backhaul`` to ``vehicle_depots``) default to "absent"; an instance
+    with any of them is an ``"mtvrp"`` instance whose :attr:`variant` names the combination
+    (e.g. ``"VRPB"``, ``"MDVRPLTW"``), while plain CVRP/CVRPTW instances stay ``"cvrp"`` and
+    ``"cvrptw"``.
 
     Attributes
     ----------
-    problem : registry name of the problem (``"tsp"``, ``"cvrp"``, ``"cvrptw"``).
+    problem : registry name of the problem (``"tsp"``, ``"cvrp"``, ``"cvrptw"``, ``"mtvrp"``).
     distance : [N, N] float64 travel distances (and travel times) in instance units.
     coords : [N, 2] coordinates, or None for matrix-only instances.
-    demand : [N] demands (0 at the depot), or None.
+    demand : [N] demands (0 at the depots), or None; the linehaul (delivery) amounts when the
+        instance has backhauls.
     capacity : vehicle capacity, or None.
-    time_windows : [N, 2] earliest/latest service start, or None.
-    service_time : [N] service durations, or None.
+    time_windows : [N, 2] earliest/latest service start, or None. A depot's row is its opening
+        and closing time (routes leave no earlier and, unless open, return no later).
+    service_time : [N] service durations, or None (files may state one value for every
+        customer; it is stored per node, 0 at the depots).
     num_vehicles : upper bound on the number of routes, or None for unlimited.
     edge_weight : the distance convention, one of :data:`CONVENTIONS`.
     name : instance name.
     source : the file it was read from, if any.
+    backhaul : [N] backhaul (pickup) amounts, 0 at the depots, or None. Each customer is a
+        linehaul or a backhaul, not both; without ``mixed_backhaul`` a route serves all its
+        linehauls before its first backhaul (classic VRPB), and the linehaul total and the
+        backhaul total of a route must each fit the capacity.
+    mixed_backhaul : linehauls and backhauls in any order; the load on board (all of the
+        route's linehauls at the start, minus deliveries, plus pickups) must fit everywhere.
+    open_routes : routes end at their last customer: no return leg is paid or timed.
+    max_distance : limit on each route's length (the return leg included unless open), or None.
+    max_duration : limit on each route's duration, or None: with time windows PyVRP's duration
+        (travel, service and waiting, the route leaving its depot as late as its windows
+        allow, so that waiting is minimal); without them length plus service times.
+    num_depots : number of depots (the first nodes).
+    vehicle_depots : [K] int64, the depot (0-based node) of each of the K vehicles, in the
+        file's vehicle order (VEHICLES_DEPOT_SECTION), or None (any number of routes per
+        depot up to ``num_vehicles`` in all). Route ``#k`` of a VRPLIB ``.sol`` is vehicle k.
     """
 
     problem: str
@@ -185,6 +209,13 @@ class Instance:
     name: str = "instance"
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    backhaul: np.ndarray | None = None
+    mixed_backhaul: bool = False
+    open_routes: bool = False
+    max_distance: float | None = None
+    max_duration: float | None = None
+    num_depots: int = 1
+    vehicle_depots: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         validate_instance(self)
@@ -204,12 +235,21 @@ class Instance:
         edge_weight: str | None = None,
         problem: str | None = None,
         name: str = "instance",
+        backhaul: Sequence[float] | np.ndarray | None = None,
+        mixed_backhaul: bool = False,
+        open_routes: bool = False,
+        max_distance: float | None = None,
+        max_duration: float | None = None,
+        num_depots: int = 1,
+        vehicle_depots: Sequence[int] | np.ndarray | None = None,
     ) -> Instance:
         """Build an instance from arrays (coordinates or a distance matrix).
 
-        The problem is inferred from the data when not given: time windows -> ``cvrptw``,
-        demands -> ``cvrp``, otherwise ``tsp``. With coordinates and no ``edge_weight``,
-        distances are exact Euclidean; with a matrix, the convention is ``EXPLICIT``.
+        The problem is inferred from the data when not given: any variant attribute (backhauls,
+        open routes, a distance or duration limit, several depots, vehicles per depot) ->
+        ``mtvrp``, time windows -> ``cvrptw``, demands -> ``cvrp``, otherwise ``tsp``. With
+        coordinates and no ``edge_weight``, distances are exact Euclidean; with a matrix, the
+        convention is ``EXPLICIT``. ``num_vehicles`` defaults to ``len(vehicle_depots)``.
         """
         if coords is None and distance is None:
             raise InstanceError(None, "coords/distance", "give coordinates or a distance matrix")
@@ -225,8 +265,15 @@ class Instance:
             assert c is not None
             conv = edge_weight or "EXACT"
             dist = distance_matrix(c, conv)
+        variant_data = (backhaul, max_distance, max_duration, vehicle_depots)
         if problem is None:
-            problem = "cvrptw" if time_windows is not None else "cvrp" if demand is not None else "tsp"
+            if any(x is not None for x in variant_data) or open_routes or mixed_backhaul or num_depots > 1:
+                problem = "mtvrp"
+            else:
+                problem = "cvrptw" if time_windows is not None else "cvrp" if demand is not None else "tsp"
+        vd = None if vehicle_depots is None else np.asarray(vehicle_depots, dtype=np.int64)
+        if num_vehicles is None and vd is not None:
+            num_vehicles = int(vd.size)
         return cls(
             problem=problem,
             distance=dist,
@@ -238,6 +285,13 @@ class Instance:
             num_vehicles=num_vehicles,
             edge_weight=conv,
             name=name,
+            backhaul=None if backhaul is None else np.asarray(backhaul, dtype=np.float64),
+            mixed_backhaul=bool(mixed_backhaul),
+            open_routes=bool(open_routes),
+            max_distance=None if max_distance is None else float(max_distance),
+            max_duration=None if max_duration is None else float(max_duration),
+            num_depots=int(num_depots),
+            vehicle_depots=vd,
         )
 
     # ------------------------------------------------------------------ properties
@@ -254,7 +308,32 @@ class Instance:
     @property
     def num_customers(self) -> int:
         """Number of nodes to visit (cities for the TSP)."""
-        return self.num_nodes - 1 if self.has_depot else self.num_nodes
+        return self.num_nodes - self.num_depots if self.has_depot else self.num_nodes
+
+    @property
+    def variant(self) -> str:
+        """The variant's name in mtvrp's grammar ``[MD][O]VRP[B|MB][L][TW]`` (``"CVRP"``
+        without attributes; ``"TSP"`` for the TSP). L stands for either route limit."""
+        if not self.has_depot:
+            return "TSP"
+        # Imported here: mtvrp imports this module; one naming grammar for files and tensors.
+        from nco.envs.mtvrp import Variant
+
+        return Variant(
+            self.open_routes,
+            self.backhaul is not None,
+            self.max_distance is not None or self.max_duration is not None,
+            self.time_windows is not None,
+            self.mixed_backhaul,
+            self.num_depots > 1,
+        ).name
+
+    @property
+    def vehicles_per_depot(self) -> np.ndarray | None:
+        """[num_depots] number of vehicles based at each depot, or None when not stated."""
+        if self.vehicle_depots is None:
+            return None
+        return np.bincount(self.vehicle_depots, minlength=self.num_depots)
 
     @property
     def is_symmetric(self) -> bool:
@@ -263,22 +342,39 @@ class Instance:
 
     def __repr__(self) -> str:
         parts = [f"{self.problem}", f"name={self.name!r}", f"nodes={self.num_nodes}"]
+        if self.problem == "mtvrp":
+            parts.insert(1, f"variant={self.variant}")
         if self.capacity is not None:
             parts.append(f"capacity={self.capacity:g}")
         parts.append(f"edge_weight={self.edge_weight}")
         return f"Instance({', '.join(parts)})"
 
     # ------------------------------------------------------------------ cost and checks
-    def route_cost(self, routes: Iterable[Sequence[int]]) -> float:
-        """Total distance of routes in instance units (depot legs added for VRPs; the TSP tour
-        is closed)."""
+    def route_cost(self, routes: Iterable[Sequence[int]], depots: Sequence[int] | None = None) -> float:
+        """Total distance of routes in instance units (depot legs added for VRPs, the return
+        leg left out for open routes; the TSP tour is closed).
+
+        ``depots[k]`` is route k's depot node; it must be given for multi-depot instances
+        (default: depot 0 for every route).
+        """
         total = 0.0
         d = self.distance
-        for r in routes:
-            r = list(r)
+        routes = [list(r) for r in routes]
+        if depots is None:
+            if self.num_depots > 1 and any(routes):
+                raise InstanceError(self.source or self.name, "routes", "multi-depot instance: state each route's depot")
+            depots = [0] * len(routes)
+        if len(depots) != len(routes):
+            raise InstanceError(self.source or self.name, "routes", f"expected one depot per route, got {len(depots)} for {len(routes)} routes")
+        for r, dep in zip(routes, depots, strict=True):
             if not r:
                 continue
-            seq = [0, *r, 0] if self.has_depot else [*r, r[0]]
+            if not 0 <= int(dep) < self.num_depots:
+                raise InstanceError(self.source or self.name, "routes", f"node {dep} is not a depot")
+            if self.has_depot:
+                seq = [int(dep), *r] if self.open_routes else [int(dep), *r, int(dep)]
+            else:
+                seq = [*r, r[0]]
             idx = np.asarray(seq, dtype=np.int64)
             if (idx < 0).any() or (idx >= self.num_nodes).any():
                 raise InstanceError(self.source or self.name, "routes", "node id out of range")
@@ -308,9 +404,11 @@ class Instance:
             locs = locs - locs.min(0)
             locs = locs / max(float(locs.max()), 1e-12)
         if with_distance is None:
-            # Time windows are judged on the file's own distances: rounding up (EUC_2D/CEIL_2D)
-            # could make a route the Euclidean tensors call feasible arrive late.
-            rounds_up = self.time_windows is not None and self.edge_weight in ("EUC_2D", "CEIL_2D")
+            # Time windows and route limits are judged on the file's own distances: rounding up
+            # (EUC_2D/CEIL_2D) could make a route the Euclidean tensors call feasible arrive
+            # late or run too long.
+            timed = self.time_windows is not None or self.max_distance is not None or self.max_duration is not None
+            rounds_up = timed and self.edge_weight in ("EUC_2D", "CEIL_2D")
             with_distance = self.coords is None or self.edge_weight not in _EUCLIDEAN or rounds_up
         data: dict[str, torch.Tensor] = {
             "locs": torch.as_tensor(locs, dtype=torch.float32),
@@ -340,8 +438,16 @@ def denormalise_cost(td: TensorDict, cost: torch.Tensor) -> torch.Tensor:
     return cost if scale is None else cost.to(torch.float64) * scale.to(cost.device)
 
 
+def _node(i: int) -> str:
+    return f"node {i + 1}"
+
+
 def validate_instance(inst: Instance) -> None:
-    """Raise :class:`InstanceError` naming the field when an instance is inconsistent."""
+    """Raise :class:`InstanceError` naming the field when an instance is inconsistent.
+
+    Fields are named as in VRPLIB files (``DEMAND_SECTION``, ``VEHICLES_MAX_DURATION``, ...)
+    and nodes 1-based as there.
+    """
     src = inst.source or inst.name
     d = inst.distance
     if inst.edge_weight not in CONVENTIONS:
@@ -361,6 +467,15 @@ def validate_instance(inst: Instance) -> None:
         if not np.isfinite(inst.coords).all():
             bad = int(np.nonzero(~np.isfinite(inst.coords).all(1))[0][0])
             raise InstanceError(src, "NODE_COORD_SECTION", f"node {bad + 1}: expected finite coordinates, found NaN or infinity")
+    nd = inst.num_depots
+    if not isinstance(nd, int | np.integer) or not 1 <= nd < n:
+        raise InstanceError(src, "DEPOT_SECTION", f"expected between 1 and {n - 1} depots (the first nodes), got {nd}")
+    has_variant = (
+        inst.backhaul is not None or inst.mixed_backhaul or inst.open_routes or inst.max_distance is not None
+        or inst.max_duration is not None or nd > 1 or inst.vehicle_depots is not None
+    )
+    if has_variant and inst.demand is None:
+        raise InstanceError(src, "DEMAND_SECTION", "section is missing (required by the variant attributes: backhauls, open routes, route limits, depots)")
     if inst.demand is not None:
         dem = inst.demand
         if dem.shape != (n,):
@@ -370,15 +485,58 @@ def validate_instance(inst: Instance) -> None:
         if (dem < 0).any():
             bad = int(np.nonzero(dem < 0)[0][0])
             raise InstanceError(src, "DEMAND_SECTION", f"node {bad + 1}: expected a non-negative demand, got {dem[bad]:g}")
-        if dem[0] != 0:
-            raise InstanceError(src, "DEMAND_SECTION", f"depot (node 1): expected demand 0, got {dem[0]:g}")
+        if (dem[:nd] != 0).any():
+            bad = int(np.nonzero(dem[:nd] != 0)[0][0])
+            raise InstanceError(src, "DEMAND_SECTION", f"depot ({_node(bad)}): expected demand 0, got {dem[bad]:g}")
         if inst.capacity is None or not math.isfinite(inst.capacity) or inst.capacity <= 0:
             raise InstanceError(src, "CAPACITY", f"expected a positive capacity, got {inst.capacity}")
         if (dem > inst.capacity).any():
             bad = int(np.nonzero(dem > inst.capacity)[0][0])
             raise InstanceError(src, "DEMAND_SECTION", f"node {bad + 1}: demand {dem[bad]:g} exceeds CAPACITY {inst.capacity:g}")
+    if inst.backhaul is not None:
+        assert inst.demand is not None and inst.capacity is not None
+        bh = inst.backhaul
+        if bh.shape != (n,):
+            raise InstanceError(src, "BACKHAUL_SECTION", f"expected {n} backhaul amounts (DIMENSION), got {bh.shape[0] if bh.ndim else 0}")
+        if not np.isfinite(bh).all() or (bh < 0).any():
+            bad = int(np.nonzero(~np.isfinite(bh) | (bh < 0))[0][0])
+            raise InstanceError(src, "BACKHAUL_SECTION", f"node {bad + 1}: expected a finite non-negative amount, got {bh[bad]:g}")
+        if (bh[:nd] != 0).any():
+            bad = int(np.nonzero(bh[:nd] != 0)[0][0])
+            raise InstanceError(src, "BACKHAUL_SECTION", f"depot ({_node(bad)}): expected 0, got {bh[bad]:g}")
+        if (bh > inst.capacity).any():
+            bad = int(np.nonzero(bh > inst.capacity)[0][0])
+            raise InstanceError(src, "BACKHAUL_SECTION", f"node {bad + 1}: amount {bh[bad]:g} exceeds CAPACITY {inst.capacity:g}")
+        # A customer with both would need a rule for where its pickup goes (VRPSPD), which
+        # neither precedence rule (B, M) states.
+        both = np.nonzero((bh > 0) & (inst.demand > 0))[0]
+        if both.size:
+            b = int(both[0])
+            raise InstanceError(src, "BACKHAUL_SECTION", f"node {b + 1}: has both a linehaul ({inst.demand[b]:g}) and a backhaul ({bh[b]:g}) demand; expected one of them")
+    if inst.mixed_backhaul and inst.backhaul is None:
+        raise InstanceError(src, "BACKHAUL_SECTION", "section is missing (required by mixed backhauls)")
+    for fld, lim in (("VEHICLES_MAX_DISTANCE", inst.max_distance), ("VEHICLES_MAX_DURATION", inst.max_duration)):
+        if lim is not None and (not math.isfinite(lim) or lim <= 0):
+            raise InstanceError(src, fld, f"expected a positive finite limit, got {lim}")
     if inst.num_vehicles is not None and inst.num_vehicles < 1:
         raise InstanceError(src, "VEHICLES", f"expected a positive number of vehicles, got {inst.num_vehicles}")
+    if inst.vehicle_depots is not None:
+        vd = inst.vehicle_depots
+        if vd.ndim != 1 or vd.size == 0:
+            raise InstanceError(src, "VEHICLES_DEPOT_SECTION", "expected one depot per vehicle")
+        if inst.num_vehicles is not None and vd.size != inst.num_vehicles:
+            raise InstanceError(src, "VEHICLES_DEPOT_SECTION", f"expected {inst.num_vehicles} rows (VEHICLES), got {vd.size}")
+        if ((vd < 0) | (vd >= nd)).any():
+            bad = int(np.nonzero((vd < 0) | (vd >= nd))[0][0])
+            raise InstanceError(src, "VEHICLES_DEPOT_SECTION", f"vehicle {bad + 1}: expected a depot in 1..{nd} (DEPOT_SECTION), got {int(vd[bad]) + 1}")
+    if inst.service_time is not None:
+        st = inst.service_time
+        if st.shape != (n,) or not np.isfinite(st).all():
+            raise InstanceError(src, "SERVICE_TIME_SECTION", f"expected {n} finite service times")
+        if (st < 0).any():
+            bad = int(np.nonzero(st < 0)[0][0])
+            raise InstanceError(src, "SERVICE_TIME_SECTION", f"node {bad + 1}: expected a non-negative service time, got {st[bad]:g}")
+    st = inst.service_time if inst.service_time is not None else np.zeros(n)
     if inst.time_windows is not None:
         tw = inst.time_windows
         if tw.shape != (n, 2):
@@ -393,28 +551,54 @@ def validate_instance(inst: Instance) -> None:
         if (tw[:, 0] < 0).any():
             bad = int(np.nonzero(tw[:, 0] < 0)[0][0])
             raise InstanceError(src, "TIME_WINDOW_SECTION", f"node {bad + 1}: expected a non-negative earliest start (ready time), got {tw[bad, 0]:g}")
-        st = inst.service_time if inst.service_time is not None else np.zeros(n)
-        if st.shape != (n,) or not np.isfinite(st).all():
-            raise InstanceError(src, "SERVICE_TIME_SECTION", f"expected {n} finite service times")
-        if (st < 0).any():
-            bad = int(np.nonzero(st < 0)[0][0])
-            raise InstanceError(src, "SERVICE_TIME_SECTION", f"node {bad + 1}: expected a non-negative service time, got {st[bad]:g}")
-        # Each customer must be servable by a dedicated vehicle leaving when the depot opens;
-        # otherwise no solution exists and the environments could not guarantee a feasible
-        # completion.
-        arrive = np.maximum(tw[0, 0] + d[0, 1:], tw[1:, 0])
-        back = arrive + st[1:] + d[1:, 0]
-        bad_nodes = np.nonzero((arrive > tw[1:, 1] + FEAS_TOL) | (back > tw[0, 1] + FEAS_TOL))[0]
-        if bad_nodes.size:
-            b = int(bad_nodes[0]) + 1
-            raise InstanceError(src, "TIME_WINDOW_SECTION", f"node {b + 1}: cannot be served within its window and return to the depot by {tw[0, 1]:g} even by a dedicated vehicle")
+    if inst.demand is not None:
+        _check_servable(inst, src, st)
+
+
+def _check_servable(inst: Instance, src: str, st: np.ndarray) -> None:
+    # Each customer must be servable by a dedicated vehicle from some depot (one that has
+    # vehicles) within every constraint; otherwise no solution exists and the environments
+    # could not guarantee a feasible completion.
+    nd, d = inst.num_depots, inst.distance
+    depots = np.arange(nd)
+    if inst.vehicle_depots is not None:
+        depots = np.unique(inst.vehicle_depots)
+    out_leg, back_leg = d[depots][:, nd:], d[nd:, depots].T  # [D', C]
+    ret = np.zeros_like(back_leg) if inst.open_routes else back_leg
+    ok = np.ones(out_leg.shape, dtype=bool)
+    what = []
+    if inst.time_windows is not None:
+        tw = inst.time_windows
+        arrive = np.maximum(tw[depots, 0][:, None] + out_leg, tw[nd:, 0][None])
+        ok &= arrive <= tw[nd:, 1][None] + FEAS_TOL
+        if not inst.open_routes:
+            ok &= arrive + st[nd:][None] + back_leg <= tw[depots, 1][:, None] + FEAS_TOL
+        what.append("within its window" + ("" if inst.open_routes else " and return to a depot before it closes"))
+    if inst.max_distance is not None:
+        ok &= out_leg + ret <= inst.max_distance * (1 + FEAS_TOL)
+        what.append(f"within VEHICLES_MAX_DISTANCE {inst.max_distance:g}")
+    if inst.max_duration is not None:
+        # a dedicated vehicle leaves just in time, so it never waits
+        ok &= out_leg + st[nd:][None] + ret <= inst.max_duration * (1 + FEAS_TOL)
+        what.append(f"within VEHICLES_MAX_DURATION {inst.max_duration:g}")
+    bad = np.nonzero(~ok.any(0))[0]
+    if bad.size:
+        b = int(bad[0]) + nd
+        fld = "TIME_WINDOW_SECTION" if inst.time_windows is not None else "VEHICLES_MAX_DISTANCE" if inst.max_distance is not None else "VEHICLES_MAX_DURATION"
+        if inst.time_windows is not None and nd == 1 and not inst.open_routes and len(what) == 1:
+            tw = inst.time_windows
+            raise InstanceError(src, fld, f"node {b + 1}: cannot be served within its window and return to the depot by {tw[0, 1]:g} even by a dedicated vehicle")
+        raise InstanceError(src, fld, f"node {b + 1}: cannot be served {' and '.join(what)} even by a dedicated vehicle from any depot")
 
 
 @dataclass(frozen=True)
 class Violation:
     """One broken constraint found by a checker."""
 
-    kind: str  # "missing", "duplicate", "unknown_node", "capacity", "time_window", "depot_return", "vehicles", "depot"
+    #: "missing", "duplicate", "unknown_node", "capacity", "time_window", "depot_return",
+    #: "vehicles", "depot", and for variants "backhaul_order", "distance_limit", "duration",
+    #: "depot_mismatch"
+    kind: str
     message: str
     route: int | None = None
     node: int | None = None
@@ -428,8 +612,11 @@ class Solution:
     """Routes for one instance with their cost (instance units) and the checker's verdict.
 
     ``routes`` hold node ids (0-based, the depot is node 0 and is not listed inside VRP routes;
-    a TSP solution is one route with every node). Build it with :meth:`from_routes`, which runs
-    the independent checker and computes the cost, so no unchecked solution leaves the library.
+    a TSP solution is one route with every node). ``route_depots`` (None for single-depot
+    instances) gives each route's depot node, parallel to ``routes``: a multi-depot route
+    starts and ends at its depot, which is not listed in the route either. Build it with
+    :meth:`from_routes`, which runs the independent checker and computes the cost, so no
+    unchecked solution leaves the library.
     """
 
     instance: Instance
@@ -439,6 +626,7 @@ class Solution:
     runtime: float = 0.0
     solver: str = "unknown"
     metadata: dict[str, Any] = field(default_factory=dict)
+    route_depots: tuple[int, ...] | None = None
 
     @property
     def feasible(self) -> bool:
@@ -451,23 +639,43 @@ class Solution:
         instance: Instance,
         routes: Iterable[Sequence[int]],
         *,
+        depots: Sequence[int] | None = None,
         solver: str = "unknown",
         runtime: float = 0.0,
         metadata: dict[str, Any] | None = None,
     ) -> Solution:
-        """Check routes with the problem's independent checker and wrap them in a Solution."""
+        """Check routes with the problem's independent checker and wrap them in a Solution.
+
+        ``depots[k]`` is route k's depot node (required for multi-depot instances; for others
+        it may be omitted or all 0). Empty routes are dropped together with their depot.
+        """
         # Imported here because the registry imports the problem files, which import this one.
         from nco.envs.registry import get_problem
 
-        clean = tuple(tuple(int(v) for v in r) for r in routes)
-        clean = tuple(r for r in clean if r)
+        raw = [tuple(int(v) for v in r) for r in routes]
+        deps = None if depots is None else [int(d) for d in depots]
+        extra: list[Violation] = []
+        if deps is not None and len(deps) != len(raw):
+            extra.append(Violation("depot", f"{len(deps)} depots stated for {len(raw)} routes"))
+            deps = None
+        keep = [k for k, r in enumerate(raw) if r]
+        clean = tuple(raw[k] for k in keep)
+        route_depots = None if deps is None else tuple(deps[k] for k in keep)
         problem = get_problem(instance.problem)
-        violations = tuple(problem.check_routes(instance, clean))
+        if instance.num_depots > 1:
+            violations = [*extra, *problem.check_routes(instance, clean, depots=route_depots)]  # type: ignore[call-arg]
+        else:
+            violations = [*extra, *problem.check_routes(instance, clean)]
+            if route_depots is not None:
+                for k, dep in enumerate(route_depots):
+                    if dep != 0:
+                        violations.append(Violation("depot", f"route {k + 1}: starts at node {dep}, but the only depot is node 0", route=k))
+                route_depots = None
         try:
-            cost = instance.route_cost(clean)
+            cost = instance.route_cost(clean, route_depots)
         except InstanceError:
             cost = math.nan
-        return cls(instance, clean, cost, violations, float(runtime), solver, dict(metadata or {}))
+        return cls(instance, clean, cost, tuple(violations), float(runtime), solver, dict(metadata or {}), route_depots)
 
     def __repr__(self) -> str:
         status = "feasible" if self.feasible else f"INFEASIBLE ({len(self.violations)} violations)"

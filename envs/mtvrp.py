@@ -90,10 +90,14 @@ follows Liu et al. 2024 / MVMoE, Zhou et al. 2024):
   above stays that of one depot); windows and limits are relative to depot 0, so every
   customer can be served from depot 0 and the other depots are extra options.
 
-Not done: :class:`~nco.envs.instance.Instance` cannot represent O, B, L, M or MD, so MTVRP is
-tensor-only (no VRPLIB files, no ``to_instance``/``from_instance``; :func:`check_routes`
-raises). The classical references solve the tensors directly: :mod:`nco.baselines.mtvrp`
-(PyVRP and OR-Tools, every attribute mapped).
+Files: :class:`~nco.envs.instance.Instance` holds every attribute (see its docstring), so
+VRPLIB files of the variants load as ``"mtvrp"`` instances; :func:`from_instance` /
+:func:`to_instance` convert between them and these tensors (``PROBLEM.from_instance`` also
+takes CVRP and CVRPTW instances) and :func:`check_routes` checks routes in instance units. The
+env's fleet is unlimited (as for CVRP): a file's vehicle counts, also per depot, are enforced
+by the checker only. A duration limit with time windows or service times has no tensor form
+(L limits length) and is refused by :func:`from_instance`. The classical references also solve
+the tensors directly: :mod:`nco.baselines.mtvrp` (PyVRP and OR-Tools, every attribute mapped).
 """
 
 from __future__ import annotations
@@ -127,7 +131,7 @@ from nco.envs.common import (
 )
 from nco.envs.cvrp import CAP_TOL
 from nco.envs.cvrptw import sample_time_windows
-from nco.envs.instance import Instance, Violation
+from nco.envs.instance import FEAS_TOL, Instance, InstanceError, Violation
 
 
 class Variant(NamedTuple):
@@ -908,6 +912,7 @@ def check_core(
     num_depots: int = 1,
     depots: Sequence[int] | None = None,
     ends: Sequence[int] | None = None,
+    tol: float = CHECK_TOL,
 ) -> list[Violation]:
     """Independent MTVRP checker on plain float64 arrays (written without the env's masks).
 
@@ -920,7 +925,7 @@ def check_core(
     back after its depot closes) and ``depot_mismatch`` (a route ending at another depot than
     it started from). Nodes ``0..num_depots-1`` are depots; ``depots[k]`` is route k's start
     depot and ``ends[k]`` the depot it returns to (both default to depot 0). Neutral data (infinite limit and windows, zero backhauls)
-    never produces a violation.
+    never produces a violation. ``tol`` is the relative slack on times and lengths.
     """
     n = dist.shape[0]
     out = check_visits(routes, range(num_depots, n))
@@ -984,7 +989,7 @@ def check_core(
                 )
         path = [d, *ids] if open_route else [d, *ids, d]
         length = float(sum(dist[a, b] for a, b in zip(path, path[1:])))
-        if length > distance_limit + CHECK_TOL * max(
+        if length > distance_limit + tol * max(
             1.0, distance_limit if math.isfinite(distance_limit) else 1.0
         ):
             out.append(
@@ -999,7 +1004,7 @@ def check_core(
         for v in ids:
             begin = max(t + dist[prev, v], float(time_windows[v, 0]))
             late = float(time_windows[v, 1])
-            if begin > late + CHECK_TOL * max(1.0, abs(late) if math.isfinite(late) else 1.0):
+            if begin > late + tol * max(1.0, abs(late) if math.isfinite(late) else 1.0):
                 out.append(
                     Violation(
                         "time_window",
@@ -1012,7 +1017,7 @@ def check_core(
             prev = v
         if not open_route:
             back = t + dist[prev, d]
-            if back > horizon + CHECK_TOL * max(
+            if back > horizon + tol * max(
                 1.0, abs(horizon) if math.isfinite(horizon) else 1.0
             ):
                 out.append(
@@ -1098,12 +1103,218 @@ def check(td: TensorDict, tours: torch.Tensor) -> list[list[Violation]]:
     return out
 
 
-def check_routes(instance: Instance, routes: Sequence[Sequence[int]]) -> list[Violation]:
-    """Not available: :class:`Instance` cannot represent open routes, backhauls or distance
-    limits yet; use :func:`check` on the tensors."""
-    raise NotImplementedError(
-        "MTVRP instances are tensor-only for now: Instance cannot hold open routes, backhauls or distance limits; use mtvrp.check(td, tours)"
+def route_duration(
+    dist: np.ndarray,
+    time_windows: np.ndarray | None,
+    service_time: np.ndarray,
+    depot: int,
+    route: Sequence[int],
+    open_route: bool,
+) -> float:
+    """Duration of one route in instance units, as PyVRP defines it.
+
+    Travel plus service plus waiting, from leaving the depot to returning (open routes: to
+    the end of the last service). With time windows the vehicle leaves as late as every window
+    (and the depot's closing time) still allows, never before the depot opens: a later start
+    never lengthens a route, so this is the least duration of the route. Without windows there
+    is no waiting: length plus service times.
+    """
+    path = [depot, *route] if open_route else [depot, *route, depot]
+    legs = [float(dist[a, b]) for a, b in zip(path, path[1:])]
+    if time_windows is None:
+        return float(sum(legs) + sum(float(service_time[v]) for v in route))
+    # offset of each arrival from the departure when nothing waits
+    offset, latest = 0.0, float(time_windows[depot, 1])
+    for i, v in enumerate(route):
+        offset += legs[i]
+        latest = min(latest, float(time_windows[v, 1]) - offset)
+        offset += float(service_time[v])
+    if not open_route:
+        latest = min(latest, float(time_windows[depot, 1]) - (offset + legs[-1]))
+    start = max(float(time_windows[depot, 0]), latest)
+    t = start
+    for i, v in enumerate(route):
+        t = max(t + legs[i], float(time_windows[v, 0])) + float(service_time[v])
+    if not open_route:
+        t += legs[-1]
+    return t - start
+
+
+def check_routes(
+    instance: Instance, routes: Sequence[Sequence[int]], depots: Sequence[int] | None = None
+) -> list[Violation]:
+    """Check routes of an :class:`Instance` in its own units: everything :func:`check_core`
+    checks plus ``duration`` (:func:`route_duration` over ``max_duration``) and ``vehicles``
+    (more routes than ``num_vehicles``, or than the vehicles based at a depot).
+
+    ``depots[k]`` is route k's depot node; multi-depot instances must state it (a
+    ``depot`` violation otherwise, and depot 0 is assumed).
+    """
+    inst = instance
+    assert inst.demand is not None and inst.capacity is not None
+    n, nd = inst.num_nodes, inst.num_depots
+    out: list[Violation] = []
+    if depots is None:
+        if nd > 1 and routes:
+            out.append(Violation("depot", f"multi-depot instance ({nd} depots): the routes' depots are not stated"))
+        depots = [0] * len(routes)
+    depots = [int(d) for d in depots]
+    if len(depots) != len(routes):
+        out.append(Violation("depot", f"{len(depots)} depots stated for {len(routes)} routes"))
+        depots = (depots + [0] * len(routes))[: len(routes)]
+    tw = inst.time_windows
+    if tw is None:
+        tw = np.zeros((n, 2))
+        tw[:, 1] = math.inf
+    st = inst.service_time if inst.service_time is not None else np.zeros(n)
+    bh = inst.backhaul if inst.backhaul is not None else np.zeros(n)
+    limit = inst.max_distance if inst.max_distance is not None else math.inf
+    out += check_core(
+        inst.distance,
+        inst.demand,
+        bh,
+        inst.capacity,
+        tw,
+        st,
+        limit,
+        inst.open_routes,
+        routes,
+        inst.mixed_backhaul,
+        num_depots=nd,
+        depots=depots,
+        tol=FEAS_TOL,
     )
+    if inst.max_duration is not None:
+        lim = inst.max_duration
+        for k, (r, d) in enumerate(zip(routes, depots, strict=True)):
+            ids = [v for v in r if nd <= v < n]
+            if not 0 <= d < nd or not ids:
+                continue
+            dur = route_duration(inst.distance, inst.time_windows, st, d, ids, inst.open_routes)
+            if dur > lim + FEAS_TOL * max(1.0, lim):
+                out.append(Violation("duration", f"route {k + 1}: duration {dur:.6g} exceeds the limit {lim:.6g}", route=k))
+    if inst.num_vehicles is not None and len(routes) > inst.num_vehicles:
+        out.append(Violation("vehicles", f"{len(routes)} routes exceed the {inst.num_vehicles} vehicles available"))
+    per_depot = inst.vehicles_per_depot
+    if per_depot is not None:
+        used = np.bincount([d for d in depots if 0 <= d < nd], minlength=nd)
+        for d in np.nonzero(used > per_depot)[0]:
+            out.append(Violation("vehicles", f"{used[d]} routes from depot {d} exceed the {per_depot[d]} vehicles based there"))
+    return out
+
+
+def from_instance(instance: Instance, *, device: str | torch.device = "cpu") -> TensorDict:
+    """MTVRP tensors (batch [1]) of a CVRP, CVRPTW or variant :class:`Instance`.
+
+    Normalised as :meth:`Instance.to_tensordict` (coordinates into the unit square with one
+    factor kept under ``scale``/``offset``, distances, times and the limit divided by it,
+    demands by the capacity), plus the flags of :data:`INSTANCE_KEYS`. Route limits become L:
+    ``max_distance``, or ``max_duration`` when durations equal lengths (no windows, no service
+    times). A duration limit with windows or service times has no tensor form: InstanceError.
+    The fleet (``num_vehicles``, ``vehicle_depots``) is left to the checker.
+    """
+    inst = instance
+    src = inst.source or inst.name
+    if inst.demand is None or inst.capacity is None:
+        raise InstanceError(src, "DEMAND_SECTION", "mtvrp needs demands and a capacity")
+    n = inst.num_nodes
+    timed = inst.time_windows is not None or (inst.service_time is not None and bool((inst.service_time > 0).any()))
+    if inst.max_duration is not None and timed:
+        raise InstanceError(src, "VEHICLES_MAX_DURATION", "mtvrp's L limits route length; a duration limit with time windows or service times (travel + service + waiting) has no mtvrp tensor form")
+    limits = [x for x in (inst.max_distance, inst.max_duration) if x is not None]
+    base = inst.to_tensordict(device=device)
+    scale = float(base["scale"][0])
+    f32 = dict(dtype=torch.float32, device=base.device)
+    one = dict(device=base.device)
+    cap = float(inst.capacity)
+    bh = inst.backhaul if inst.backhaul is not None else np.zeros(n)
+    if inst.time_windows is not None:
+        tw = base["time_windows"]
+        st = base["service_time"]
+    else:
+        tw = torch.zeros(1, n, 2, **f32)
+        tw[..., 1] = math.inf
+        st = torch.zeros(1, n, **f32)
+    flags = torch.tensor(
+        [[inst.open_routes, inst.backhaul is not None, bool(limits), inst.time_windows is not None, inst.mixed_backhaul, inst.num_depots > 1]],
+        dtype=torch.bool,
+        **one,
+    )
+    td = base.select(*[k for k in ("locs", "scale", "offset", "distance") if k in base.keys()])
+    td.update(
+        {
+            "demand_linehaul": base["demand"],
+            "demand_backhaul": torch.as_tensor(bh / cap, **f32)[None],
+            "capacity": torch.tensor([cap], dtype=torch.float64, **one),
+            "open_route": flags[:, 0].clone(),
+            "distance_limit": torch.tensor([min(limits) / scale if limits else math.inf], **f32),
+            "time_windows": tw,
+            "service_time": st,
+            "has_backhaul": flags[:, 1].clone(),
+            "has_distance_limit": flags[:, 2].clone(),
+            "has_time_windows": flags[:, 3].clone(),
+            "has_mixed_backhaul": flags[:, 4].clone(),
+            "has_multi_depot": flags[:, 5].clone(),
+            "num_depots": torch.tensor([inst.num_depots], dtype=torch.int64, **one),
+            "variant": variant_ids(flags),
+        }
+    )
+    return td
+
+
+def to_instance(td: TensorDict, *, name: str = "generated") -> Instance:
+    """One MTVRP tensor instance (batch [] or [1]) -> :class:`Instance` in original units.
+
+    The inverse of :func:`from_instance` (``scale``/``offset`` applied when present, else the
+    unit square with EXACT distances). Attributes follow the flags: B -> ``backhaul``, L ->
+    ``max_distance``, TW -> windows and service times, O, M, MD (depot slots) as flagged.
+    The result is an ``"mtvrp"`` instance whatever its variant (CVRP and VRPTW included), so
+    that a generated batch stays one problem.
+    """
+    if td.batch_dims:
+        td = td[0]
+    slots = int(td["num_depots"])
+    nd = slots if bool(td["has_multi_depot"]) else 1
+    # A single-depot instance of an MD batch repeats its depot in every slot: keep one.
+    keep = np.r_[0:nd, slots : td["locs"].shape[-2]]
+
+    def arr(key: str) -> np.ndarray:
+        x = td[key].detach().cpu().double().numpy()
+        if key == "distance":
+            return x[np.ix_(keep, keep)]
+        return x[keep] if x.ndim and key != "offset" else x
+
+    def amounts(key: str) -> np.ndarray:
+        x = arr(key) * cap
+        rounded = np.round(x)
+        return rounded if np.allclose(x, rounded, atol=1e-4) else x
+
+    scale = float(td["scale"]) if "scale" in td.keys() else 1.0
+    offset = arr("offset") if "offset" in td.keys() else np.zeros(2)
+    cap = float(td["capacity"]) if "capacity" in td.keys() else 1.0
+    has_tw = bool(td["has_time_windows"])
+    return Instance.from_arrays(
+        problem="mtvrp",
+        coords=arr("locs") * scale + offset,
+        distance=arr("distance") * scale if "distance" in td.keys() else None,
+        demand=amounts("demand_linehaul"),
+        capacity=cap,
+        time_windows=arr("time_windows") * scale if has_tw else None,
+        service_time=arr("service_time") * scale if has_tw else None,
+        name=name,
+        backhaul=amounts("demand_backhaul") if bool(td["has_backhaul"]) else None,
+        mixed_backhaul=bool(td["has_mixed_backhaul"]),
+        open_routes=bool(td["open_route"]),
+        max_distance=float(td["distance_limit"]) * scale if bool(td["has_distance_limit"]) else None,
+        num_depots=nd,
+    )
+
+
+def split_depot_tour(tour: Sequence[int], num_depots: int = 1) -> tuple[list[list[int]], list[int]]:
+    """An action sequence -> (routes of customers, each route's depot); see
+    :func:`split_depot_routes` (a route returns to the depot it started from in valid tours)."""
+    routes, starts, _ = split_depot_routes(tour, num_depots)
+    return routes, starts
 
 
 # ----------------------------------------------------------------------------- policy interface
@@ -1225,5 +1436,8 @@ PROBLEM = Problem(
     num_starts=num_starts,
     start_nodes=start_nodes,
     instance_keys=INSTANCE_KEYS,
-    file_io=False,
+    instance_to_td=from_instance,
+    td_to_instance=to_instance,
+    accepts=("cvrp", "cvrptw"),
+    split_depot_tour=split_depot_tour,
 )
