@@ -11,6 +11,7 @@ from nco.baselines.protocol import (
     SolverFailedError,
     SolverUnavailableError,
     UnsupportedProblemError,
+    time_tolerance,
 )
 from nco.baselines.registry import available_solvers, get_solver, register_solver
 
@@ -24,4 +25,5 @@ __all__ = [
     "available_solvers",
     "get_solver",
     "register_solver",
+    "time_tolerance",
 ]

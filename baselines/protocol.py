@@ -23,6 +23,8 @@ from nco.envs.instance import FEAS_TOL
 
 __all__ = [
     "ORTOOLS_SCALE",
+    "TIME_TOLERANCE_S",
+    "TIME_TOLERANCE_FRACTION",
     "IntegerData",
     "Solver",
     "SolverError",
@@ -32,6 +34,7 @@ __all__ = [
     "fleet_bound",
     "integer_data",
     "require",
+    "time_tolerance",
 ]
 
 
@@ -103,13 +106,27 @@ class Solver(Protocol):
         seed: int = 0,
         initial_routes: list[list[int]] | None = None,
     ) -> Solution:
-        """Solve ``instance`` within ``time_limit`` seconds (wall clock, single thread).
+        """Solve ``instance`` within ``time_limit`` seconds of wall clock (plus
+        :func:`time_tolerance`), on one thread.
 
         ``initial_routes`` (node ids as in :class:`~nco.envs.Solution`) warm-start the search
         where the solver supports it. Returns a checked solution whose ``runtime`` is the wall
         time of the call.
         """
         ...
+
+
+#: Every solver with ``time_limit=T`` returns within ``T + time_tolerance(T)``, that is
+#: ``T + max(TIME_TOLERANCE_S, TIME_TOLERANCE_FRACTION * T)`` of wall time: the slack covers the
+#: work that cannot be interrupted (building the model, checking and costing the answer, one
+#: search iteration or a few decoding steps).
+TIME_TOLERANCE_S = 0.05
+TIME_TOLERANCE_FRACTION = 0.02
+
+
+def time_tolerance(time_limit: float) -> float:
+    """Seconds a solve with ``time_limit`` may run past it (see :data:`TIME_TOLERANCE_S`)."""
+    return max(TIME_TOLERANCE_S, TIME_TOLERANCE_FRACTION * float(time_limit))
 
 
 def check_supported(solver: str, problem: str, supported: tuple[str, ...]) -> None:

@@ -43,8 +43,10 @@ __all__ = [
     "load_bks",
     "read_results",
     "reference_cost_from_sol",
+    "format_budget_tables",
     "run_benchmark",
     "solve_file",
+    "solver_spec",
     "summarize",
 ]
 
@@ -55,6 +57,7 @@ RESULT_COLUMNS = [
     "n",
     "solver",
     "time_limit",
+    "time_per_100",
     "seed",
     "cost",
     "feasible",
@@ -66,11 +69,30 @@ RESULT_COLUMNS = [
     "solution_file",
     "instance_file",
     "error",
+    "note",
 ]
 
 
 class BenchmarkError(ValueError):
     """Bad benchmark input (unknown solver, empty directory, bad reference file, ...)."""
+
+
+#: Solver label suffix: ``neural+ls`` is the ``neural`` solver with ``refine=True``.
+LS_SUFFIX = "+ls"
+
+
+def solver_spec(label: str) -> tuple[str, dict[str, Any]]:
+    """A benchmark solver label -> (registry name, constructor options): ``NAME`` or
+    ``NAME+ls`` (the solver's ``refine=True``, for the solvers that take it)."""
+    if label.endswith(LS_SUFFIX):
+        return label[: -len(LS_SUFFIX)], {"refine": True}
+    return label, {}
+
+
+def time_label(time_limit: float, per_100: float | None) -> str:
+    """How a run's budget is named in keys and tables: ``2`` (seconds) or ``0.3/100`` (seconds
+    per 100 customers, the time limit then scales with the instance)."""
+    return f"{float(per_100):g}/100" if per_100 else _fmt_num(time_limit)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -201,16 +223,19 @@ class Job:
     seed: int
     #: solver constructor options as sorted (name, value) pairs, e.g. (("model", "cvrp50"),)
     options: tuple[tuple[str, Any], ...] = ()
+    #: the budget in seconds per 100 customers this time limit came from (None: absolute)
+    per_100: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str]:
-        """Identity used for resuming: instance, solver, time limit, seed."""
-        return (self.instance, self.solver, _fmt_num(self.time_limit), str(self.seed))
+        """Identity used for resuming: instance, solver label, budget, seed."""
+        return (self.instance, self.solver, time_label(self.time_limit, self.per_100), str(self.seed))
 
     def solution_name(self) -> str:
         """File name of this job's solution (``.tour`` for the TSP)."""
         ext = ".tour" if self.problem == "tsp" else ".sol"
-        return f"{self.instance}.{self.solver}.t{_fmt_num(self.time_limit)}.s{self.seed}{ext}"
+        t = f"p{self.per_100:g}" if self.per_100 else f"t{_fmt_num(self.time_limit)}"
+        return f"{self.instance}.{self.solver}.{t}.s{self.seed}{ext}"
 
 
 def _fmt_num(x: float) -> str:
@@ -234,8 +259,10 @@ def solve_file(
 ) -> dict[str, Any]:
     """Load an instance, solve it, write the solution (if ``out_file``) and return a result row.
 
-    ``options`` go to the solver's constructor (e.g. ``{"model": "cvrp50"}`` for ``neural`` and
-    ``hybrid``). Solver failures (no solution in time, no checkpoint for the problem) become rows
+    ``solver`` is a label (:func:`solver_spec`: ``neural+ls`` adds ``refine=True``); ``options``
+    go to the solver's constructor (e.g. ``{"model": "cvrp50"}`` for ``neural`` and
+    ``hybrid``). ``note`` carries the solver's one-line ``metadata["summary"]`` where it has one
+    (the hybrid: what ran for how long, what was skipped). Solver failures (no solution in time, no checkpoint for the problem) become rows
     with an ``error`` and ``feasible`` False instead of exceptions, so one failure does not stop
     a batch.
     """
@@ -257,12 +284,20 @@ def solve_file(
         "solution_file": "",
         "instance_file": str(instance_file),
         "error": "",
+        "note": "",
     }
+    name, extra = solver_spec(solver)
+    try:
+        obj = get_solver(name, **{**extra, **dict(options or {})})
+        prepare = getattr(obj, "prepare", None)
+        if prepare is not None:
+            prepare(inst)  # one-time set-up (model loading, compilation) outside the budget
+    except SolverError as err:
+        row.update(error=str(err))
+        return row
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        sol = get_solver(solver, **dict(options or {})).solve(
-            inst, time_limit=float(time_limit), seed=int(seed)
-        )
+        sol = obj.solve(inst, time_limit=float(time_limit), seed=int(seed))
     except SolverError as err:
         row.update(
             error=str(err),
@@ -277,6 +312,7 @@ def solve_file(
         + (f"; ... ({len(sol.violations)} in all)" if len(sol.violations) > 3 else ""),
         runtime=f"{sol.runtime:.3f}",
         cpu_time=f"{time.process_time() - c0:.3f}",
+        note=str(sol.metadata.get("summary", "")),
     )
     if out_file is not None:
         sol.write(out_file)
@@ -292,6 +328,7 @@ def _run_job(job: Job, run_dir: str) -> dict[str, Any]:
     if row["solution_file"]:
         row["solution_file"] = str(Path("solutions") / job.solution_name())
     row["instance"] = job.instance  # the name used for resuming, even if the file names differ
+    row["time_per_100"] = _fmt_num(job.per_100) if job.per_100 else ""
     return row
 
 
@@ -342,9 +379,13 @@ def _row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
     return (
         str(row["instance"]),
         str(row["solver"]),
-        _fmt_num(float(row["time_limit"])),
+        _row_label(row),
         str(row["seed"]),
     )
+
+
+def _row_label(row: dict[str, Any]) -> str:
+    return time_label(float(row["time_limit"]), _float(row.get("time_per_100")))
 
 
 def _float(x: Any) -> float | None:
@@ -404,40 +445,47 @@ def run_benchmark(
     reference: str | None = None,
     progress: Callable[[str], None] | None = None,
     solver_options: Mapping[str, Mapping[str, Any]] | None = None,
+    per_100: Sequence[float] | None = None,
 ) -> list[dict[str, str]]:
     """Solve every instance with every solver at every time limit; write and return the rows.
 
     Parameters
     ----------
     instance_files : instance file paths (each is loaded once here to validate it).
-    solvers : registry names; combinations a solver does not support are skipped (reported).
-    time_limits : seconds per run.
+    solvers : solver labels (:func:`solver_spec`: registry names, ``neural+ls``); combinations a
+        solver does not support are skipped (reported).
+    time_limits : seconds per run (ignored when ``per_100`` is given).
     run_dir : output folder (``results.csv``, ``solutions/``); existing rows are kept and skipped.
     seed : solver seed recorded per row.
     workers : parallel worker processes.
     reference : see :func:`parse_reference`; the gap column is ``100 * (cost / reference - 1)``.
     progress : called with one line per finished job (default: print to stderr).
-    solver_options : constructor options per solver name, e.g. ``{"neural": {"model": "cvrp50"}}``
-        (rows are keyed by solver name only: use another run directory for another model).
+    solver_options : constructor options per solver label, e.g. ``{"neural": {"model": "cvrp50"}}``
+        (rows are keyed by solver label only: use another run directory for another model).
+    per_100 : budgets in seconds per 100 customers (cities): each instance gets
+        ``budget * n / 100`` seconds, and rows are grouped by budget (``time_per_100``).
     """
     say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
-    unknown = [s for s in solvers if s not in available_solvers()]
+    unknown = [s for s in solvers if solver_spec(s)[0] not in available_solvers()]
     if unknown:
         raise BenchmarkError(
             f"unknown solver(s) {', '.join(unknown)}; expected some of {', '.join(available_solvers())}"
         )
     if not solvers:
         raise BenchmarkError("no solvers given")
-    if not time_limits or any(t <= 0 for t in time_limits):
+    budgets = list(per_100 or [])
+    if any(b <= 0 for b in budgets):
+        raise BenchmarkError(f"budgets per 100 customers must be positive, got {budgets}")
+    if not budgets and (not time_limits or any(t <= 0 for t in time_limits)):
         raise BenchmarkError(f"time limits must be positive seconds, got {list(time_limits)}")
     if not instance_files:
         raise BenchmarkError("no instances given")
     kind, ref_arg = parse_reference(reference, time_limits)
     opts = {s: dict(o) for s, o in (solver_options or {}).items()}
-    solver_objs = {
-        s: get_solver(s, **opts.get(s, {}))
-        for s in sorted(set(solvers) | ({"pyvrp"} if kind == "pyvrp" else set()))
-    }
+    solver_objs = {}
+    for s in sorted(set(solvers) | ({"pyvrp"} if kind == "pyvrp" else set())):
+        name, extra = solver_spec(s)
+        solver_objs[s] = get_solver(name, **{**extra, **opts.get(s, {})})
 
     run = Path(run_dir)
     (run / "solutions").mkdir(parents=True, exist_ok=True)
@@ -446,16 +494,22 @@ def run_benchmark(
     if len(set(names)) != len(names):
         raise BenchmarkError("instance names must be unique (the NAME field is used as the key)")
 
-    grid: list[tuple[str, float]] = [(s, float(t)) for s in solvers for t in time_limits]
-    if kind == "pyvrp" and ("pyvrp", ref_arg) not in grid:
-        grid = [("pyvrp", ref_arg), *grid]  # reference runs first: gaps become known early
+    # (solver, seconds, per 100 customers); seconds is None when it scales with the instance
+    grid: list[tuple[str, float | None, float | None]] = (
+        [(s, None, float(b)) for b in budgets for s in solvers]
+        if budgets
+        else [(s, float(t), None) for s in solvers for t in time_limits]
+    )
+    if kind == "pyvrp" and ("pyvrp", ref_arg, None) not in grid:
+        grid = [("pyvrp", ref_arg, None), *grid]  # reference runs first: gaps become known early
     jobs: list[Job] = []
     skipped_unsupported: set[tuple[str, str]] = set()
     for path, inst in instances:
-        for s, t in grid:
+        for s, t, b in grid:
             if not solver_objs[s].supports(inst.problem):
                 skipped_unsupported.add((s, inst.problem))
                 continue
+            seconds = t if t is not None else float(b) * max(inst.num_customers, 1) / 100.0  # type: ignore[arg-type]
             jobs.append(
                 Job(
                     str(path),
@@ -463,9 +517,10 @@ def run_benchmark(
                     inst.problem,
                     inst.num_customers,
                     s,
-                    t,
+                    seconds,
                     seed,
                     tuple(sorted(opts.get(s, {}).items())),
+                    b,
                 )
             )
     for s, p in sorted(skipped_unsupported):
@@ -475,6 +530,8 @@ def run_benchmark(
 
     results_csv = run / "results.csv"
     existing = read_results(results_csv)
+    if existing and list(existing[0]) != RESULT_COLUMNS:
+        _write_results(results_csv, existing)  # an older column set: rows are appended below
     done = {_row_key(r) for r in existing}
     todo = [j for j in jobs if j.key not in done]
     if len(todo) < len(jobs):
@@ -525,22 +582,31 @@ def run_benchmark(
 
 # ---------------------------------------------------------------------------------- summary
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per solver x time limit: runs, mean cost, mean gap to the reference, mean gap to the best
+    """Per solver x budget: runs, mean cost, mean gap to the reference, mean gap to the best
     solution found for the instance by any row, feasible %, mean wall time and mean CPU time of
-    the worker (CPU < wall means the core was shared with other processes).
+    the worker (CPU < wall means the core was shared with other processes), and how the wall
+    times kept the budget: the largest overrun in seconds and the % of runs within
+    ``time_limit + time_tolerance(time_limit)``.
 
-    Means of cost and gaps are over feasible runs only (the feasible % says how many).
+    Means of cost and gaps are over feasible runs only (the feasible % says how many). A budget
+    is a time limit in seconds, or seconds per 100 customers (``time_per_100``, label ``0.3/100``).
     """
+    from nco.baselines import time_tolerance
+
     best: dict[str, float] = {}
     for r in rows:
         c = _float(r["cost"])
         if c is not None and _is_true(r["feasible"]):
             best[r["instance"]] = min(best.get(r["instance"], math.inf), c)
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["solver"], float(r["time_limit"]))].append(r)
+        groups[(r["solver"], _row_label(r))].append(r)
+
+    def order(kv: tuple[tuple[str, str], Any]) -> tuple[float, str]:
+        return (float(kv[0][1].split("/")[0]), kv[0][0])
+
     out = []
-    for (solver, tl), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (solver, label), rs in sorted(groups.items(), key=order):
         feas = [r for r in rs if _is_true(r["feasible"]) and _float(r["cost"]) is not None]
         costs = [_float(r["cost"]) for r in feas]
         gaps = [g for g in (_float(r["gap_pct"]) for r in feas) if g is not None]
@@ -551,10 +617,18 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         ]  # type: ignore[operator]
         times = [t for t in (_float(r["runtime"]) for r in rs) if t is not None]
         cpus = [t for t in (_float(r.get("cpu_time")) for r in rs) if t is not None]
+        over = [
+            (t - float(r["time_limit"]), t <= float(r["time_limit"]) + time_tolerance(float(r["time_limit"])))
+            for r in rs
+            if (t := _float(r["runtime"])) is not None
+        ]
+        per = label.endswith("/100")
         out.append(
             {
                 "solver": solver,
-                "time_limit": tl,
+                "time_limit": float(label.split("/")[0]) if not per else math.nan,
+                "time_per_100": float(label.split("/")[0]) if per else math.nan,
+                "label": label,
                 "runs": len(rs),
                 "mean_cost": _mean(costs),
                 "mean_gap_ref_pct": _mean(gaps),
@@ -563,6 +637,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "feasible_pct": 100.0 * len(feas) / len(rs) if rs else math.nan,
                 "mean_time": _mean(times),
                 "mean_cpu": _mean(cpus),
+                "max_over_s": max((o for o, _ in over), default=math.nan),
+                "within_pct": 100.0 * sum(ok for _, ok in over) / len(over) if over else math.nan,
             }
         )
     return out
@@ -573,21 +649,48 @@ def _mean(xs: Sequence[float | None]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
+def _f(x: float, spec: str) -> str:
+    return format(x, spec) if not math.isnan(x) else "-"
+
+
 def format_summary(summary: Sequence[dict[str, Any]]) -> str:
     """A fixed-width text table of :func:`summarize` output."""
-    head = f"{'solver':<10} {'limit':>6} {'runs':>5} {'mean cost':>12} {'gap ref %':>10} {'gap best %':>10} {'feasible %':>10} {'time s':>7} {'cpu s':>6}"
+    head = f"{'solver':<10} {'budget':>8} {'runs':>5} {'mean cost':>12} {'gap ref %':>10} {'gap best %':>10} {'feasible %':>10} {'time s':>7} {'cpu s':>6} {'max over s':>10}"
     lines = [head, "-" * len(head)]
-
-    def f(x: float, spec: str) -> str:
-        return format(x, spec) if not math.isnan(x) else "-"
-
     for s in summary:
+        label = s["label"] if s["label"].endswith("/100") else s["label"] + "s"
         lines.append(
-            f"{s['solver']:<10} {_fmt_num(s['time_limit']) + 's':>6} {s['runs']:>5} {f(s['mean_cost'], '12.6g'):>12} "
-            f"{f(s['mean_gap_ref_pct'], '10.2f'):>10} {f(s['mean_gap_best_pct'], '10.2f'):>10} "
-            f"{f(s['feasible_pct'], '10.1f'):>10} {f(s['mean_time'], '7.2f'):>7} {f(s['mean_cpu'], '6.2f'):>6}"
+            f"{s['solver']:<10} {label:>8} {s['runs']:>5} {_f(s['mean_cost'], '12.6g'):>12} "
+            f"{_f(s['mean_gap_ref_pct'], '10.2f'):>10} {_f(s['mean_gap_best_pct'], '10.2f'):>10} "
+            f"{_f(s['feasible_pct'], '10.1f'):>10} {_f(s['mean_time'], '7.2f'):>7} {_f(s['mean_cpu'], '6.2f'):>6} "
+            f"{_f(s['max_over_s'], '+10.3f'):>10}"
         )
     return "\n".join(lines)
+
+
+def format_budget_tables(summary: Sequence[dict[str, Any]], *, title: str = "") -> str:
+    """One Markdown table per budget of :func:`summarize` output, solvers by mean gap."""
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in summary:
+        by[s["label"]].append(s)
+    parts = []
+    for label, ss in by.items():
+        unit = "s per 100 customers" if label.endswith("/100") else "s"
+        head = f"{title} — " if title else ""
+        parts.append(f"**{head}{label.split('/')[0]} {unit}**\n")
+        parts.append(
+            "| solver | runs | mean gap ref % | mean gap best % | feasible % | mean time s | max over limit s | within limit+tol % |"
+        )
+        parts.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        key = "mean_gap_ref_pct" if all(not math.isnan(s["mean_gap_ref_pct"]) for s in ss) else "mean_gap_best_pct"
+        for s in sorted(ss, key=lambda s: (math.isnan(s[key]), s[key])):
+            parts.append(
+                f"| {s['solver']} | {s['runs']} | {_f(s['mean_gap_ref_pct'], '.2f')} | "
+                f"{_f(s['mean_gap_best_pct'], '.2f')} | {_f(s['feasible_pct'], '.0f')} | "
+                f"{_f(s['mean_time'], '.2f')} | {_f(s['max_over_s'], '+.3f')} | {_f(s['within_pct'], '.0f')} |"
+            )
+        parts.append("")
+    return "\n".join(parts)
 
 
 def job_dict(job: Job) -> dict[str, Any]:

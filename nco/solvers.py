@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -69,9 +70,12 @@ ModelSpec: TypeAlias = "str | Path | tuple[AttentionPolicy, dict[str, Any]] | No
 #: Hybrid: below this many seconds left after the network, the backend is not started.
 MIN_BACKEND_TIME = 0.05
 
-#: Hybrid: the most of its time limit the network may use for the warm start (the neural
-#: construction is time-limited to this share; the backend gets the rest).
+#: Hybrid: the most of its time limit the network may use for the warm start (construction
+#: and polishing are time-limited to this share; the backend gets the rest).
 NEURAL_SHARE = 0.25
+
+#: Hybrid: distinct network plans polished by the local search before the backend starts.
+HYBRID_POLISH = 4
 
 #: Candidates kept per instance from each decode (by the network's own cost) for the final
 #: choice in instance units; bounds the result's memory when M = starts x transforms is large.
@@ -80,9 +84,11 @@ KEEP_CANDIDATES = 16
 #: Share of a neural time limit kept for choosing, checking and building the solution.
 FINISH_RESERVE = 0.04
 
-#: A time-limited neural solve returns within ``time_limit + max(TIME_TOLERANCE_S, 5%)``:
-#: the construction is checked against its deadline every 8 decoding steps.
-TIME_TOLERANCE_S = 0.25
+#: Decode costs measured by :meth:`NeuralSolver.prepare`, per (model source, device, torch
+#: threads, node count): (encoder seconds per transform of one instance, seconds per decoding
+#: step of one row). Time-limited solves plan their first round with them instead of the priors
+#: below, and the hybrid decides from them whether the network fits its share.
+_STEP_COSTS: dict[tuple[str, str, int, int], tuple[float, float]] = {}
 
 #: Prior decoding throughput (row x node x step units per second) for the first round of a
 #: time-limited solve, before anything is measured: a conservative CPU value (2 busy cores
@@ -222,8 +228,8 @@ def _key(sol: Solution) -> tuple[bool, float]:
     return (not sol.feasible, sol.cost if math.isfinite(sol.cost) else math.inf)
 
 
-def _best_index(instance: Instance, actions: np.ndarray) -> int:
-    """Index of the best of M action sequences [M, T] by cost in instance units.
+def _best_indices(instance: Instance, actions: np.ndarray, k: int = 1) -> list[int]:
+    """Indices of the ``k`` best distinct of M action sequences [M, T] by cost in instance units.
 
     Candidates that use more routes than the instance's fleet are ranked after those that fit.
     """
@@ -242,7 +248,19 @@ def _best_index(instance: Instance, actions: np.ndarray) -> int:
         seq = np.concatenate([tour, tour[:, :1]], 1)
         cost = d[seq[:, :-1], seq[:, 1:]].sum(1)
         over = np.zeros(len(seq), dtype=bool)
-    return int(np.lexsort((cost, over))[0])
+    order = np.lexsort((cost, over))
+    if k <= 1:
+        return [int(order[0])]
+    out: list[int] = []
+    seen: set[bytes] = set()
+    for m in order:
+        key = actions[m].tobytes()
+        if key not in seen:
+            seen.add(key)
+            out.append(int(m))
+            if len(out) == k:
+                break
+    return out
 
 
 #: Improving moves per local-search call when refining against a deadline (the kernel cannot
@@ -336,13 +354,15 @@ class NeuralSolver:
     memory_budget : bytes of decode state alive at once (rows are decoded in chunks that fit);
         default :data:`~nco.policies.decoding.DEFAULT_MEMORY_BUDGET` (1 GiB).
     candidates : k-nearest candidate restriction of the decoder (0 = off).
+    polish : with ``refine``, how many of the best distinct constructed solutions are refined
+        (the local search's time is shared among them; the best refined one is returned).
 
     With a ``time_limit`` the construction runs in rounds (one or more dihedral transforms
     each): the rows of each round are chosen from the measured cost of the earlier rounds, a
     round that would pass the limit is stopped, and the best plan so far is returned (or, when
     not one rollout fits, one route per customer, marked in ``metadata``). With ``refine`` the
     construction gets :data:`REFINE_SPLIT` of the limit and the local search the rest. The call
-    returns within ``time_limit + max(TIME_TOLERANCE_S, 5%)``.
+    returns within ``time_limit`` plus :func:`~nco.baselines.time_tolerance`.
 
     Raises
     ------
@@ -366,6 +386,7 @@ class NeuralSolver:
         num_starts: int | None = None,
         memory_budget: int | None = None,
         candidates: int = 0,
+        polish: int = 1,
     ) -> None:
         from nco.policies.decoding import DEFAULT_MEMORY_BUDGET, DecodeConfig
 
@@ -375,6 +396,9 @@ class NeuralSolver:
             raise ValueError(f"neural: num_starts must be >= 1, got {num_starts}")
         if memory_budget is not None and memory_budget < 1:
             raise ValueError(f"neural: memory_budget must be >= 1 byte, got {memory_budget}")
+        if polish < 1:
+            raise ValueError(f"neural: polish must be >= 1, got {polish}")
+        self.polish = int(polish)
         self.num_starts = num_starts
         self.memory_budget = int(memory_budget or DEFAULT_MEMORY_BUDGET)
         # validates strategy, augment, num_samples and beam_width
@@ -452,18 +476,79 @@ class NeuralSolver:
     def prepare(self, instance: Instance) -> None:
         """Load the model for ``instance`` and solve one tiny generated instance of its problem
         once, so one-time costs (checkpoint reading, numba compilation or cache loading, torch
-        warm-up) are not part of a later timed solve."""
+        warm-up) are not part of a later timed solve, and measure the cost of a decoding step at
+        the instance's size (:meth:`rollout_time`; once per size and process)."""
         self._quiet = True  # set-up only: the solve itself warns about the size
         try:
             source, _, _ = self._model(instance)
-            if source in self._prepared:
-                return
-            problem = get_problem(instance.problem)
-            td = problem.generator(num_loc=5)(1, seed=0)
-            self.solve_many([problem.to_instance(td[0], name="warm-up")])
+            if source not in self._prepared:
+                problem = get_problem(instance.problem)
+                td = problem.generator(num_loc=5)(1, seed=0)
+                self.solve_many([problem.to_instance(td[0], name="warm-up")])
+                self._prepared.add(source)
+            self._calibrate(instance)
         finally:
             self._quiet = False
-        self._prepared.add(source)
+
+    def _calibrate(self, instance: Instance) -> tuple[float, float]:
+        """(encoder seconds, seconds per step of one row) at this instance's size on this
+        device and thread count, measured once per process on a generated instance of the
+        same size: a decode stopped at its first deadline check times the encoder, one stopped
+        a few dozen steps later the steps."""
+        import torch
+
+        from nco.policies.decoding import DecodeTimeout, estimated_steps
+
+        source, policy, _ = self._model(instance)
+        key = (source, self.device, torch.get_num_threads(), instance.num_nodes)
+        if key in _STEP_COSTS:
+            return _STEP_COSTS[key]
+        problem = get_problem(instance.problem)
+        td = problem.generator(num_loc=instance.num_customers)(1, seed=0).to(self.device)
+        env = self._env(problem.name, instance.num_customers)
+        cfg = self._decode
+        one = dataclasses.replace(
+            cfg,
+            augment=1,
+            **({"num_starts": 1} if cfg.strategy.startswith("multistart") else {}),
+        )
+        if cfg.strategy == "beam_search":
+            one = dataclasses.replace(one, beam_width=1)
+
+        def stopped_after(extra: float) -> tuple[float, int]:
+            t = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    policy(td, env, dataclasses.replace(one, deadline=t + extra))
+            except DecodeTimeout as err:
+                return time.perf_counter() - t, err.steps
+            return time.perf_counter() - t, estimated_steps(instance.num_nodes)
+
+        stopped_after(0.0)  # first call at a new size: allocations
+        e1, k1 = stopped_after(0.0)
+        e2, k2 = stopped_after(e1 + 0.03)
+        step = (e2 - e1) / (k2 - k1) if k2 > k1 else STEP_OVERHEAD
+        step = max(step, 1e-6)
+        enc = max(e1 - k1 * step, 1e-6)
+        _STEP_COSTS[key] = (enc, step)
+        return enc, step
+
+    def rollout_time(self, instance: Instance) -> float | None:
+        """Estimated seconds of one row's construction (encoder and every step) for
+        ``instance`` on this device and thread count, or None when :meth:`prepare` has not
+        measured this size."""
+        import torch
+
+        from nco.policies.decoding import estimated_steps
+
+        source = self._source
+        if source is None:
+            source = str(select_checkpoint(instance.problem, instance.num_customers))
+        key = (source, self.device, torch.get_num_threads(), instance.num_nodes)
+        if key not in _STEP_COSTS:
+            return None
+        enc, step = _STEP_COSTS[key]
+        return enc + step * estimated_steps(instance.num_nodes)
 
     def _env(self, problem: str, num_loc: int) -> EnvBase:
         key = (problem, num_loc, self.device)
@@ -566,7 +651,9 @@ class NeuralSolver:
             gkey = (models[k][0], inst.num_nodes, tuple(sorted(td.keys())))
             groups.setdefault(gkey, []).append(k)
 
-        best_routes: list[list[list[int]]] = [[] for _ in insts]
+        # the best constructed plan first, then (refine with polish > 1) the next best distinct
+        best_routes: list[list[list[list[int]]]] = [[] for _ in insts]
+        top = self.polish if self.refine else 1
         share: list[float] = [0.0] * len(insts)
         batch_time: list[float] = [0.0] * len(insts)
         deadline = None
@@ -590,14 +677,18 @@ class NeuralSolver:
                 if deadline is None:
                     found, info_k = self._decode_all(policy, td, env, gcfg, plan)
                 else:
-                    found, info_k = self._decode_rounds(policy, td, env, gcfg, plan, deadline)
+                    found, info_k = self._decode_rounds(
+                        policy, td, env, gcfg, plan, deadline, models[idx[0]][0]
+                    )
                 for j, k in enumerate(chunk):
                     decode_meta[k] = dict(info_k)
                     if found is None:
-                        best_routes[k] = _fallback_routes(insts[k])
+                        best_routes[k] = [_fallback_routes(insts[k])]
                         continue
-                    m = _best_index(insts[k], found[j])
-                    best_routes[k] = problem.tours_to_routes(found[j, m].tolist())
+                    best_routes[k] = [
+                        problem.tours_to_routes(found[j, m].tolist())
+                        for m in _best_indices(insts[k], found[j], top)
+                    ]
             dt = time.perf_counter() - tg
             for k in idx:
                 share[k] = dt / len(idx)
@@ -620,7 +711,8 @@ class NeuralSolver:
                 "embedded_by_mds": inst.coords is None,
                 **decode_meta[k],
             }
-            sol = Solution.from_routes(inst, best_routes[k], solver=self.name)
+            built = [Solution.from_routes(inst, r, solver=self.name) for r in best_routes[k]]
+            sol = built[0]
             meta["construction_cost"] = sol.cost
             if self.refine:
                 ls_end = None
@@ -629,14 +721,29 @@ class NeuralSolver:
                 if ls_end is not None and time.perf_counter() >= ls_end:
                     meta["refine_skipped"] = f"time limit {time_limit:g} s used by construction"
                 else:
-                    refined = Solution.from_routes(
-                        inst, refine_routes(inst, sol.routes, deadline=ls_end), solver=self.name
-                    )
-                    meta["refined_cost"] = refined.cost
-                    # never worse: feasibility first, then cost in instance units
-                    meta["refine_kept"] = _key(refined) <= _key(sol)
-                    if meta["refine_kept"]:
-                        sol = refined
+                    refined_costs = []
+                    best_refined: Solution | None = None
+                    for c, cand in enumerate(built):
+                        end = None
+                        if ls_end is not None:
+                            left = ls_end - time.perf_counter()
+                            if left <= 0:
+                                break
+                            end = time.perf_counter() + left / (len(built) - c)
+                        r = Solution.from_routes(
+                            inst, refine_routes(inst, cand.routes, deadline=end), solver=self.name
+                        )
+                        refined_costs.append(r.cost)
+                        if best_refined is None or _key(r) < _key(best_refined):
+                            best_refined = r
+                    if best_refined is not None:
+                        meta["refined_cost"] = best_refined.cost
+                        if len(built) > 1:
+                            meta["polished"] = len(refined_costs)
+                        # never worse: feasibility first, then cost in instance units
+                        meta["refine_kept"] = _key(best_refined) <= _key(sol)
+                        if meta["refine_kept"]:
+                            sol = best_refined
             meta["returned_initial"] = False
             if inits[k]:
                 given = Solution.from_routes(inst, inits[k] or [], solver=self.name)
@@ -673,12 +780,14 @@ class NeuralSolver:
         cfg: Any,
         plan: Any,
         deadline: float,
+        source: str,
     ) -> tuple[np.ndarray | None, dict[str, Any]]:
         """Time-limited construction: rounds of transforms until the plan or the time is used.
 
         Round k decodes transforms ``first..first+g-1`` with the rows that the time left allows
         (spread evenly over the transforms still to do), estimated from the measured cost of
-        the earlier rounds (a prior before the first); a round still running at ``deadline``
+        the earlier rounds (before the first: what :meth:`prepare` measured for ``source`` at
+        this size, else a prior); a round still running at ``deadline``
         is dropped. Returns None when not even the first round finished.
         """
         import torch
@@ -690,10 +799,13 @@ class NeuralSolver:
         want = self._rows(cfg)
         steps = plan.est_steps
         rate, overhead = PRIOR_RATE, STEP_OVERHEAD
+        measured = _STEP_COSTS.get((source, self.device, torch.get_num_threads(), n))
         kept: list[np.ndarray] = []
         done_t, rows_done, rounds, stopped = 0, 0, 0, None
         total = cfg.augment
         enc = ENCODER_PRIOR * len(policy.encoder.layers) * n * n * b  # per transform
+        if measured is not None:
+            enc, overhead = measured[0] * b, measured[1]
         while done_t < total:
             left = deadline - time.perf_counter()
             todo = total - done_t
@@ -833,22 +945,52 @@ def _fallback_routes(instance: Instance) -> list[list[int]]:
 
 
 # ---------------------------------------------------------------------------------- hybrid
-class HybridSolver:
-    """Neural construction as the warm start of PyVRP or OR-Tools, in one time budget.
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (None: unchanged), then restore the count."""
+    import torch
 
-    The network's wall time is charged to ``time_limit``: its construction is limited to
-    :data:`NEURAL_SHARE` of it (fewer starts when a full multistart would not fit) and the
-    backend gets what is left (if less than :data:`MIN_BACKEND_TIME` is left, the neural
-    solution is returned). The result is
-    never worse than the neural warm start (compared with the instance's checker and cost).
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class HybridSolver:
+    """Neural warm start for PyVRP or OR-Tools, in one time budget.
+
+    The network gets at most :data:`NEURAL_SHARE` of ``time_limit`` (construction, then the
+    local search of its ``polish`` best distinct plans) and the backend the rest, started from
+    the best of them. Before the network runs, the cost of one rollout for this instance size on
+    this device is estimated from what :meth:`NeuralSolver.prepare` measured: if it does not fit
+    the share, the network is skipped and the backend gets the whole budget (with a budget that
+    fits it, the construction degrades to fewer starts and transforms instead). The result is
+    the best checked plan among everything the call produced (network, backend), so never worse
+    than any of them. ``metadata["summary"]`` says in one line what ran for how long and what
+    was skipped (``nco solve`` prints it).
+
+    The network runs on ``threads`` torch threads (default 1, as the backends): a multi-threaded
+    torch process that shares its cores with other busy processes slows down many times, which
+    made the network overrun its share on a loaded machine.
 
     Parameters
     ----------
-    model, strategy, refine, device, batch_size : as in :class:`NeuralSolver`.
-    augment : 1 (default) or 8. Multistart construction without augmentation costs an eighth of
-        the x8 one; at budgets of a second or two the search gains more from that time than the
-        warm start gains from seven more augmentations.
-    backend : ``"pyvrp"`` (default) or ``"ortools"``.
+    model, strategy, device, batch_size : as in :class:`NeuralSolver`.
+    backend : ``"pyvrp"`` (default, the better one in every measured budget) or ``"ortools"``.
+        HGS-CVRP cannot start from given routes (its bindings take no initial solution), so it
+        is not offered.
+    augment : 1 (default) or 8 transforms for the construction.
+    refine : polish the network's plans with the local search before the backend (default
+        True: a polished start was the best warm start measured, see benchmarks/README.md).
+    polish : how many distinct network plans are polished (the best one warm-starts the
+        backend; PyVRP's iterated local search takes one initial solution).
+    neural_share : the most of the budget the network may use (default :data:`NEURAL_SHARE`).
+    threads : torch threads for the network (None: leave torch's setting).
     """
 
     name = "hybrid"
@@ -860,31 +1002,51 @@ class HybridSolver:
         backend: str = "pyvrp",
         strategy: str = "multistart_greedy",
         augment: int = 1,
-        refine: bool = False,
+        refine: bool = True,
+        polish: int = HYBRID_POLISH,
+        neural_share: float = NEURAL_SHARE,
         device: str | None = None,
         batch_size: int = 64,
+        threads: int | None = 1,
     ) -> None:
         if backend not in _HYBRID_BACKENDS:
             raise ValueError(
                 f"hybrid: unknown backend {backend!r}; expected one of {', '.join(_HYBRID_BACKENDS)}"
             )
+        if not 0.0 < float(neural_share) < 1.0:
+            raise ValueError(f"hybrid: neural_share must be in (0, 1), got {neural_share}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"hybrid: threads must be >= 1 or None, got {threads}")
         self.backend_name = backend
         self.backend: Solver = get_solver(backend)  # fails here if its package is missing
+        self.neural_share = float(neural_share)
+        self.threads = threads
         self.neural = NeuralSolver(
             model,
             strategy=strategy,
             augment=augment,
             refine=refine,
+            polish=polish,
             device=device,
             batch_size=batch_size,
         )
 
     def __repr__(self) -> str:
-        return f"HybridSolver(backend={self.backend_name!r}, neural={self.neural!r})"
+        return (
+            f"HybridSolver(backend={self.backend_name!r}, neural_share={self.neural_share:g}, "
+            f"neural={self.neural!r})"
+        )
 
     def supports(self, problem: str) -> bool:
         """Problems both the network and the backend handle."""
         return self.backend.supports(problem) and self.neural.supports(problem)
+
+    def prepare(self, instance: Instance) -> None:
+        """One-time set-up for ``instance``'s model and size (see :meth:`NeuralSolver.prepare`),
+        with the network's thread count. :meth:`solve` does it too, inside its budget: call this
+        first to keep it out."""
+        with _torch_threads(self.threads):
+            self.neural.prepare(instance)
 
     def solve(
         self,
@@ -894,55 +1056,85 @@ class HybridSolver:
         seed: int = 0,
         initial_routes: list[list[int]] | None = None,
     ) -> Solution:
-        """Neural warm start, then the backend for the rest of ``time_limit`` seconds."""
+        """Network warm start, then the backend for the rest of ``time_limit`` seconds."""
         check_time_limit(self.name, time_limit)
-        # One-time set-up (model loading, kernel compilation) is not the network's solving time;
-        # charging it would leave the backend nothing on a first call.
-        self.neural.prepare(instance)
         t0 = time.perf_counter()
-        warm = self.neural.solve(
-            instance, time_limit=NEURAL_SHARE * time_limit, seed=seed, initial_routes=initial_routes
+        deadline = t0 + time_limit
+        with _torch_threads(self.threads):
+            # set-up not done by prepare() before (model loading, compilation, measuring the
+            # step cost at this size) counts, and the network's share is of what it leaves
+            self.neural.prepare(instance)
+            share = self.neural_share * (deadline - time.perf_counter())
+            fits = share * (REFINE_SPLIT if self.neural.refine else 1.0 - FINISH_RESERVE)
+            est = self.neural.rollout_time(instance)
+            meta: dict[str, Any] = {
+                "backend": self.backend_name,
+                "time_limit": time_limit,
+                "seed": seed,
+                "neural_share": self.neural_share,
+                "neural_estimate": est,
+                "neural_time": 0.0,
+                "backend_time": 0.0,
+                "warm_start": False,
+                "returned": self.backend_name,
+            }
+            warm: Solution | None = None
+            if est is not None and est > fits:
+                meta["neural_skipped"] = (
+                    f"one rollout needs about {est:.2f} s, more than the network's share "
+                    f"({max(fits, 0.0):.2f} s of {time_limit:g} s)"
+                )
+            else:
+                tn = time.perf_counter()
+                warm = self.neural.solve(
+                    instance, time_limit=share, seed=seed, initial_routes=initial_routes
+                )
+                meta["neural_time"] = time.perf_counter() - tn
+                meta["neural_cost"] = warm.cost
+                meta["neural_feasible"] = warm.feasible
+                meta.update(
+                    (f"neural_{k}", v)
+                    for k, v in warm.metadata.items()
+                    if k
+                    in (
+                        "model", "strategy", "augment", "refine", "num_starts", "transforms",
+                        "construction_cost", "refined_cost", "polished", "construction_stopped",
+                    )
+                )  # fmt: skip
+        start = (
+            [list(r) for r in warm.routes]
+            if warm is not None and warm.feasible
+            else ([list(r) for r in initial_routes] if initial_routes else None)
         )
-        neural_time = time.perf_counter() - t0
-        remaining = time_limit - neural_time
-        meta: dict[str, Any] = {
-            "backend": self.backend_name,
-            "neural_cost": warm.cost,
-            "neural_feasible": warm.feasible,
-            "neural_time": neural_time,
-            "backend_time": 0.0,
-            "time_limit": time_limit,
-            "seed": seed,
-            "warm_start": warm.feasible,
-            "returned_neural": True,
-            **{
-                f"neural_{k}": v
-                for k, v in warm.metadata.items()
-                if k in ("model", "strategy", "augment", "refine")
-            },
-        }
         best = warm
-        if remaining < MIN_BACKEND_TIME:
-            meta["backend_skipped"] = f"the network used {neural_time:.3f} s of {time_limit:g} s"
+        remaining = deadline - time.perf_counter()
+        if remaining < MIN_BACKEND_TIME and warm is not None:
+            meta["backend_skipped"] = f"{max(remaining, 0.0):.3f} s left after the network"
+            meta["returned"] = "neural"
         else:
             tb = time.perf_counter()
+            meta["warm_start"] = start is not None
             try:
                 found = self.backend.solve(
                     instance,
-                    time_limit=remaining,
+                    time_limit=max(remaining, 0.01),
                     seed=seed,
-                    initial_routes=[list(r) for r in warm.routes] if warm.feasible else None,
+                    initial_routes=start,
                 )
             except SolverFailedError as err:
-                if not warm.feasible:
+                if warm is None or not warm.feasible:
                     raise
                 meta["backend_error"] = str(err)
+                meta["returned"] = "neural"
             else:
                 meta["backend_cost"] = found.cost
-                if _key(found) < _key(warm):
+                if best is None or _key(found) < _key(best):
                     best = found
-                    meta["returned_neural"] = False
+                else:
+                    meta["returned"] = "neural"
             meta["backend_time"] = time.perf_counter() - tb
+        assert best is not None
+        meta["summary"] = _hybrid_summary(meta)
         return Solution.from_routes(
             instance,
             best.routes,
@@ -950,6 +1142,25 @@ class HybridSolver:
             runtime=time.perf_counter() - t0,
             metadata=meta,
         )
+
+
+def _hybrid_summary(meta: dict[str, Any]) -> str:
+    """One line: what the network and the backend did, for how long, and what was returned."""
+    backend = meta["backend"]
+    if "neural_skipped" in meta:
+        net = f"network skipped ({meta['neural_skipped']})"
+    else:
+        polished = meta.get("neural_polished")
+        how = f", {polished} polished" if polished else ""
+        net = f"network {meta['neural_time']:.2f} s (cost {meta['neural_cost']:.10g}{how})"
+    if "backend_skipped" in meta:
+        back = f"{backend} skipped ({meta['backend_skipped']})"
+    elif "backend_error" in meta:
+        back = f"{backend} failed after {meta['backend_time']:.2f} s"
+    else:
+        start = "from the network's plan" if meta["warm_start"] else "from scratch"
+        back = f"{backend} {meta['backend_time']:.2f} s {start} (cost {meta['backend_cost']:.10g})"
+    return f"{net}; {back}; returned the {meta['returned']} plan"
 
 
 # ---------------------------------------------------------------------------------- registry

@@ -192,7 +192,15 @@ class Rollout:
 
 
 class DecodeTimeout(RuntimeError):
-    """The construction passed its :attr:`DecodeConfig.deadline` before every row was done."""
+    """The construction passed its :attr:`DecodeConfig.deadline` before every row was done.
+
+    ``steps`` is the number of decoding steps completed before it stopped (timing a decode
+    stopped early measures the cost of a step without running it to the end).
+    """
+
+    def __init__(self, message: str, steps: int = 0) -> None:
+        super().__init__(message)
+        self.steps = int(steps)
 
 
 class PolicyParts(NamedTuple):
@@ -462,7 +470,7 @@ def _construct(
                 f"decoding did not finish within {limit} steps; is the env's done flag reachable?"
             )
         if cfg.deadline is not None and step % 8 == 0 and time.perf_counter() > cfg.deadline:
-            raise DecodeTimeout(f"construction stopped at step {step}: deadline passed")
+            raise DecodeTimeout(f"construction stopped at step {step}: deadline passed", step)
         mask = td_env["action_mask"].view(b, s, n)
         current = td_env["current_node"].view(b, s)
         if knn is not None:

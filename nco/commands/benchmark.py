@@ -63,8 +63,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--solvers",
         default="ortools,hgs,pyvrp",
-        help="comma-separated solver names (ortools, hgs, pyvrp, neural, hybrid); "
-        "default ortools,hgs,pyvrp",
+        help="comma-separated solver names (ortools, hgs, pyvrp, neural, hybrid; NAME+ls adds "
+        "the local search, e.g. neural+ls); default ortools,hgs,pyvrp",
     )
     p.add_argument(
         "--model",
@@ -74,6 +74,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         "mtvrp: a comma-separated list, one table column each",
     )
     p.add_argument("--time-limits", default="1", help="comma-separated seconds per run; default 1")
+    p.add_argument(
+        "--time-per-100",
+        default=None,
+        metavar="BUDGETS",
+        help="comma-separated budgets in seconds per 100 customers (each instance gets "
+        "budget x n / 100 s), instead of --time-limits; e.g. 0.1,0.3,1,3",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -159,19 +166,25 @@ def _run_mtvrp(args: argparse.Namespace, solvers: list[str], time_limits: list[f
 def _run(args: argparse.Namespace) -> int:
     from nco.benchmark import (
         collect_instances,
+        format_budget_tables,
         format_summary,
         generate_instances,
         run_benchmark,
         summarize,
     )
 
+    from nco.benchmark import solver_spec
+
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     time_limits = _floats(args.time_limits, "--time-limits")
+    per_100 = _floats(args.time_per_100, "--time-per-100") if args.time_per_100 else None
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.out is None:
         raise ValueError("--out RUN_DIR is required")
     if args.problem == "mtvrp":
+        if per_100:
+            raise ValueError("--time-per-100: mtvrp takes one limit in seconds (--time-limits)")
         return _run_mtvrp(args, solvers, time_limits)
     if (args.dir is None) == (args.problem is None):
         raise ValueError(
@@ -179,12 +192,12 @@ def _run(args: argparse.Namespace) -> int:
         )
     from nco.baselines import available_solvers
 
-    bad = [s for s in solvers if s not in available_solvers()]
+    bad = [s for s in solvers if solver_spec(s)[0] not in available_solvers()]
     if bad or not solvers:
         raise ValueError(
             f"unknown solver(s) {', '.join(bad) or '(none)'}; expected some of {', '.join(available_solvers())}"
         )
-    if args.model is not None and not any(s in _MODEL_SOLVERS for s in solvers):
+    if args.model is not None and not any(solver_spec(s)[0] in _MODEL_SOLVERS for s in solvers):
         raise ValueError(
             "--model applies to the neural and hybrid solvers, and neither is in --solvers"
         )
@@ -215,11 +228,19 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         reference=reference,
         solver_options={
-            s: {"model": args.model} for s in solvers if args.model and s in _MODEL_SOLVERS
+            s: {"model": args.model}
+            for s in solvers
+            if args.model and solver_spec(s)[0] in _MODEL_SOLVERS
         },
+        per_100=per_100,
     )
-    print(format_summary(summarize(rows)))
-    print(f"results: {args.out / 'results.csv'}")
+    summary = summarize(rows)
+    print(format_summary(summary))
+    from nco.envs.io import atomic_write
+
+    with atomic_write(args.out / "summary.md") as fh:
+        fh.write(format_budget_tables(summary))
+    print(f"results: {args.out / 'results.csv'}, tables: {args.out / 'summary.md'}")
     if not args.no_plot:
         from nco.plotting.gap_vs_time import plot_gap_vs_time
 

@@ -165,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
             f"[{k}/{total}] {inst.name}: cost {cost:.10g}{gap}, {feas}, {row['runtime']} s -> {row['solution_file']}",
             flush=True,
         )
+        if row.get("note"):
+            print(f"    {row['solver']}: {row['note']}", flush=True)
         if str(row["feasible"]) != "True":
             status = 1
 

@@ -198,20 +198,41 @@ def test_hybrid_never_worse_than_its_warm_start(tiny_models, backend):
     sol = hybrid.solve(inst, time_limit=1.0, seed=1)
     _check(sol, inst, "hybrid")
     neural = S.NeuralSolver(tiny_models["cvrp"], augment=1).solve(inst)  # the hybrid default
-    assert sol.metadata["neural_cost"] == pytest.approx(neural.cost)
-    assert sol.cost <= neural.cost
+    # polishing never makes the network's plan worse, and the backend never the hybrid's
+    assert sol.metadata["neural_construction_cost"] == pytest.approx(neural.cost)
+    assert sol.metadata["neural_cost"] <= neural.cost + 1e-9
+    assert sol.cost <= sol.metadata["neural_cost"] + 1e-9
+    assert sol.cost <= sol.metadata["backend_cost"] + 1e-9
     assert sol.metadata["warm_start"] and sol.metadata["backend"] == backend
+    assert "network" in sol.metadata["summary"] and backend in sol.metadata["summary"]
 
 
-def test_hybrid_returns_the_neural_solution_when_the_budget_is_spent(tiny_models):
+def test_hybrid_skips_a_network_that_would_overrun_and_returns_the_backend_plan(tiny_models):
     inst = _load(FILES["tsp"])
-    sol = S.HybridSolver(tiny_models["tsp"]).solve(inst, time_limit=1e-3)
+    hybrid = S.HybridSolver(tiny_models["tsp"])
+    sol = hybrid.solve(inst, time_limit=1e-3)
     _check(sol, inst, "hybrid")
-    assert "backend_skipped" in sol.metadata and sol.cost == sol.metadata["neural_cost"]
+    # one rollout (measured by prepare) does not fit 25% of a millisecond: the backend gets it all
+    assert "one rollout needs" in sol.metadata["neural_skipped"]
+    assert sol.metadata["returned"] == "pyvrp" and sol.cost == sol.metadata["backend_cost"]
+    assert not sol.metadata["warm_start"] and "network skipped" in sol.metadata["summary"]
     with pytest.raises(ValueError, match="unknown backend"):
         S.HybridSolver(tiny_models["tsp"], backend="hgs")
     with pytest.raises(ValueError, match="time_limit"):
         S.HybridSolver(tiny_models["tsp"]).solve(inst, time_limit=0)
+    with pytest.raises(ValueError, match="neural_share"):
+        S.HybridSolver(tiny_models["tsp"], neural_share=1.0)
+
+
+def test_hybrid_returns_the_network_plan_when_no_time_is_left_for_the_backend(
+    tiny_models, monkeypatch
+):
+    inst = _load(FILES["tsp"])
+    monkeypatch.setattr(S, "MIN_BACKEND_TIME", 1e6)
+    sol = S.HybridSolver(tiny_models["tsp"]).solve(inst, time_limit=1.0)
+    _check(sol, inst, "hybrid")
+    assert "backend_skipped" in sol.metadata and sol.metadata["returned"] == "neural"
+    assert sol.cost == sol.metadata["neural_cost"] and "pyvrp skipped" in sol.metadata["summary"]
 
 
 # ----------------------------------------------------------------------------- batches
@@ -501,7 +522,7 @@ def test_1000_node_instance_with_small_memory_budget_and_time_limit():
     sol = solver.solve(inst, time_limit=3.0)
     elapsed = time.perf_counter() - t0
     assert sol.feasible, sol.violations
-    assert elapsed <= 3.0 + max(S.TIME_TOLERANCE_S, 0.05 * 3.0)
+    assert elapsed <= 3.0 + max(0.05, 0.02 * 3.0)
     meta = sol.metadata
     assert meta["rounds"] >= 1 and 1 <= meta["transforms"] <= 8
     assert sol.cost < Solution.from_routes(inst, S._fallback_routes(inst)).cost
@@ -519,7 +540,7 @@ def test_time_limit_too_short_for_one_rollout_returns_the_fallback_plan_in_time(
     t0 = time.perf_counter()
     sol = solver.solve(inst, time_limit=0.01)
     elapsed = time.perf_counter() - t0
-    assert elapsed <= 0.01 + S.TIME_TOLERANCE_S
+    assert elapsed <= 0.01 + 0.05
     assert sol.feasible  # one route per customer fits any capacity
     assert "fallback" in sol.metadata["construction_stopped"]
 
@@ -557,7 +578,7 @@ def test_refine_under_a_time_limit_stays_in_time_and_never_worse():
     solver.prepare(inst)
     t0 = time.perf_counter()
     sol = solver.solve(inst, time_limit=2.0)
-    assert time.perf_counter() - t0 <= 2.0 + max(S.TIME_TOLERANCE_S, 0.1)
+    assert time.perf_counter() - t0 <= 2.0 + max(0.05, 0.02 * 2.0)
     assert sol.feasible
     assert sol.cost <= sol.metadata["construction_cost"] + 1e-9
     # sliced search with no deadline pressure converges to the one-call result
