@@ -27,6 +27,8 @@ import nco.envs as E
 import nco.solvers as S
 from nco.api import default_time_limit, models, solve, solve_batch
 from nco.baselines import Solver, SolverUnavailableError, available_solvers, get_solver
+from nco.baselines.nearest import PROBLEMS as NEAREST_PROBLEMS
+from nco.baselines.nearest import nearest_neighbour_routes
 from nco.checkpoints import export_model, load_model
 from nco.envs import Instance, Solution, get_problem
 from nco.train import TrainConfig, train
@@ -369,45 +371,7 @@ def test_benchmark_command_with_model(tiny_models, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- shipped quality
 def _nearest_neighbour(inst: Instance) -> list[list[int]]:
-    """Greedy nearest neighbour: the nearest unvisited node that fits (load, time windows), else
-    back to the depot (VRPs); a TSP tour from node 0."""
-    d = inst.distance
-    left = set(range(1, inst.num_nodes))
-    if not inst.has_depot:
-        tour = [0]
-        while left:
-            nxt = min(left, key=lambda j: (d[tour[-1], j], j))
-            tour.append(nxt)
-            left.remove(nxt)
-        return [tour]
-    assert inst.demand is not None and inst.capacity is not None
-    tw, svc = inst.time_windows, inst.service_time
-    routes = []
-    while left:
-        route, load, cur = [], 0.0, 0
-        t = tw[0, 0] if tw is not None else 0.0
-        while True:
-            best = None
-            for j in sorted(left, key=lambda j: (d[cur, j], j)):
-                if load + inst.demand[j] > inst.capacity:
-                    continue
-                if tw is not None:
-                    start = max(t + d[cur, j], tw[j, 0])
-                    s = svc[j] if svc is not None else 0.0
-                    if start > tw[j, 1] or start + s + d[j, 0] > tw[0, 1]:
-                        continue
-                best = j
-                break
-            if best is None:
-                break
-            if tw is not None:
-                t = max(t + d[cur, best], tw[best, 0]) + (svc[best] if svc is not None else 0.0)
-            route.append(best)
-            load += inst.demand[best]
-            left.remove(best)
-            cur = best
-        routes.append(route)
-    return routes
+    return nearest_neighbour_routes(inst)
 
 
 def test_nearest_neighbour_heuristic_is_feasible():
@@ -422,8 +386,8 @@ def test_shipped_checkpoints_beat_nearest_neighbour():
         pytest.skip("no pretrained checkpoints are shipped in data/checkpoints yet")
     for path in shipped:
         info = S.checkpoint_info(path)
-        if not get_problem(info["problem"]).file_io:
-            continue  # tensor-only problems (mtvrp): test_shipped_mtvrp_checkpoint_...
+        if info["problem"] not in NEAREST_PROBLEMS:
+            continue  # the variants (mtvrp): test_shipped_mtvrp_checkpoint_...
         insts = _generated(info["problem"], int(info["size"]), 8, seed=2024)
         sols = solve_batch(insts, path, strategy="multistart_greedy", augment=1, device="cpu")
         assert all(s.feasible for s in sols), path.name
@@ -541,8 +505,9 @@ def test_time_limit_too_short_for_one_rollout_returns_the_fallback_plan_in_time(
     sol = solver.solve(inst, time_limit=0.01)
     elapsed = time.perf_counter() - t0
     assert elapsed <= 0.01 + 0.05
-    assert sol.feasible  # one route per customer fits any capacity
-    assert "fallback" in sol.metadata["construction_stopped"]
+    assert sol.feasible
+    assert "nearest-neighbour plan" in sol.metadata["construction_stopped"]
+    assert [list(r) for r in sol.routes] == _nearest_neighbour(inst)
 
 
 def test_no_limit_default_plans_fewer_starts_for_large_instances():
