@@ -2,8 +2,9 @@
 
 The full distance matrix is passed in instance units: with a matrix, HGS-CVRP works in doubles
 and does not round (rounding applies only to its coordinate input), so its objective is our
-cost. The TSP is solved as a CVRP with one vehicle, unit demands and capacity ``n``. Time windows
-and asymmetric matrices are outside HGS-CVRP's model and are refused.
+cost. The TSP is solved as a CVRP with one vehicle, unit demands and capacity ``n``. Time windows,
+asymmetric matrices and every variant attribute (``problem == "mtvrp"``: backhauls, open routes,
+route limits, several depots) are outside HGS-CVRP's model and are refused, naming them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import numpy as np
 
 from nco.baselines.protocol import (
     SolverFailedError,
+    UnsupportedProblemError,
     check_supported,
     check_time_limit,
     require,
+    variant_attributes,
 )
 from nco.envs import Instance, Solution
 
@@ -66,7 +69,8 @@ class HGSSolver:
         return f"HGSSolver(max_iter_no_improvement={self.max_iter_no_improvement})"
 
     def supports(self, problem: str) -> bool:
-        """TSP and CVRP (no time windows)."""
+        """TSP and CVRP (no time windows). Not ``"mtvrp"``: of its variants only the plain
+        CVRP (an mtvrp instance without attributes) is solved; the others are refused."""
         return problem in _SUPPORTED
 
     def solve(
@@ -91,7 +95,18 @@ class HGSSolver:
         still make it overrun by that much.
         """
         t0 = time.perf_counter()
-        check_supported(self.name, instance.problem, _SUPPORTED)
+        attrs = variant_attributes(instance) if instance.problem == "mtvrp" else []
+        if attrs:
+            raise UnsupportedProblemError(
+                self.name,
+                instance.problem,
+                _SUPPORTED,
+                f"HGS-CVRP solves the CVRP only, and {instance.name!r} ({instance.variant}) has "
+                f"{', '.join(attrs)}; use 'pyvrp' or 'ortools'",
+            )
+        # A variant instance without any attribute (mtvrp's "CVRP") is a CVRP.
+        problem = "cvrp" if instance.problem == "mtvrp" else instance.problem
+        check_supported(self.name, problem, _SUPPORTED)
         check_time_limit(self.name, time_limit)
         if initial_routes:
             raise ValueError(

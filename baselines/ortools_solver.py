@@ -1,22 +1,48 @@
-"""OR-Tools routing (``pywrapcp``) for the TSP, CVRP and CVRPTW.
+"""OR-Tools routing (``pywrapcp``) for the TSP, CVRP, CVRPTW and the variants.
 
-Arc costs, demands and times are converted to integers by
+Arc costs, demands, times and limits are converted to integers by
 :func:`~nco.baselines.protocol.integer_data` (rule and constant: :data:`ORTOOLS_SCALE`); the
 returned solution is re-costed in instance units by :meth:`Solution.from_routes`. The routing
 search is single-threaded and deterministic, so ``seed`` is recorded but has no effect.
+
+Variants (``problem == "mtvrp"``), every attribute of :class:`~nco.envs.Instance`:
+
+* backhauls: unary dimensions ``Linehaul`` and ``Backhaul`` (each total fits the capacity).
+  VRPB's precedence: the ``Backhaul`` cumul (pickups made so far) is 0 at every linehaul, so
+  no linehaul follows a backhaul; routes of backhauls only stay allowed (as in nco's checker).
+  Mixed backhauls: a ``Load`` dimension (transit pickup - delivery, start free in
+  ``[0, capacity]``) whose end equals the ``Backhaul`` end, which pins the start load to the
+  route's linehaul total: the load on board fits at every point.
+* open routes: every arc into a depot has cost, length and travel time 0 (OR-Tools' route
+  end is the depot node), and the route end's time is free up to a loose horizon.
+* distance limit: a ``Distance`` dimension over the distances rounded up, capacity = limit.
+* duration limit: the ``Time`` dimension's span per vehicle (its start may be delayed, so
+  waiting is minimal as in PyVRP's duration).
+* several depots: ``RoutingIndexManager`` with per-vehicle start = end depot, as many
+  vehicles per depot as the file bases there (one per customer when it does not say).
+* time windows: a ``Time`` dimension, transit i -> j = service at i + travel i -> j.
+
+Whenever a constraint can make the first-solution heuristic fail (windows, limits,
+backhauls), customers sit in disjunctions with a penalty above any complete plan's cost; a
+plan still missing customers at the end is a failure, never returned.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from nco.baselines.protocol import (
     ORTOOLS_SCALE,
     SolverFailedError,
+    UnsupportedProblemError,
     check_supported,
     check_time_limit,
-    fleet_bound,
+    fleet_per_depot,
+    initial_plan,
     integer_data,
     require,
 )
@@ -24,7 +50,7 @@ from nco.envs import Instance, Solution
 
 __all__ = ["ORTOOLS_SCALE", "ORToolsSolver"]
 
-_SUPPORTED = ("tsp", "cvrp", "cvrptw")
+_SUPPORTED = ("tsp", "cvrp", "cvrptw", "mtvrp")
 
 
 def _modules() -> tuple[Any, Any]:
@@ -78,7 +104,8 @@ class ORToolsSolver:
         return f"ORToolsSolver(first_solution={self.first_solution!r}, metaheuristic={self.metaheuristic!r})"
 
     def supports(self, problem: str) -> bool:
-        """TSP, CVRP and CVRPTW."""
+        """TSP, CVRP, CVRPTW and the variants (``"mtvrp"``: backhauls strict or mixed, open
+        routes, distance and duration limits, several depots with their vehicles)."""
         return problem in _SUPPORTED
 
     def solve(
@@ -88,8 +115,11 @@ class ORToolsSolver:
         time_limit: float,
         seed: int = 0,
         initial_routes: list[list[int]] | None = None,
+        initial_depots: Sequence[int] | None = None,
     ) -> Solution:
         """Solve within ``time_limit`` seconds (model building included); see :class:`Solver`.
+        ``initial_depots[k]`` is initial route k's depot (required with ``initial_routes`` on
+        a multi-depot instance).
 
         Raises
         ------
@@ -100,43 +130,57 @@ class ORToolsSolver:
         check_supported(self.name, instance.problem, _SUPPORTED)
         check_time_limit(self.name, time_limit)
         pywrapcp, enums = _modules()
+        init_routes, init_depots = initial_plan(self.name, instance, initial_routes, initial_depots)
         data = integer_data(instance)
-        n = instance.num_nodes
-        num_vehicles = fleet_bound(instance, extra=len(initial_routes or []))
-
-        manager = pywrapcp.RoutingIndexManager(n, num_vehicles, 0)
+        n, nd = instance.num_nodes, instance.num_depots
+        if not instance.has_depot:
+            per_depot = [1]
+        else:
+            deps = init_depots if init_depots is not None else [0] * len(init_routes or [])
+            try:
+                per_depot = fleet_per_depot(instance, np.bincount(deps, minlength=nd).tolist())
+            except ValueError as err:
+                raise UnsupportedProblemError(
+                    self.name, instance.problem, _SUPPORTED, f"{err} (a vehicle has one depot)"
+                ) from None
+        depot_of = [d for d, k in enumerate(per_depot) for _ in range(k)]
+        num_vehicles = len(depot_of)
+        if nd == 1:
+            manager = pywrapcp.RoutingIndexManager(n, num_vehicles, 0)
+        else:
+            manager = pywrapcp.RoutingIndexManager(n, num_vehicles, depot_of, depot_of)
         routing = pywrapcp.RoutingModel(manager)
+        opened = instance.open_routes
+        cost_matrix = data.distance.copy()
+        travel = data.travel.copy()
+        if opened:
+            # the route's end is its depot node: arcs into it cost and take nothing
+            cost_matrix[:, :nd] = 0
+            travel[:, :nd] = 0
         # Matrices registered natively: a Python callback per arc evaluation is far slower.
-        arc = routing.RegisterTransitMatrix(data.distance.tolist())
+        arc = routing.RegisterTransitMatrix(cost_matrix.tolist())
         routing.SetArcCostEvaluatorOfAllVehicles(arc)
+        caps = [int(data.capacity or 0)] * num_vehicles
         if data.demand is not None:
             load = routing.RegisterUnaryTransitVector(data.demand.tolist())
             routing.AddDimensionWithVehicleCapacity(
-                load, 0, [int(data.capacity or 0)] * num_vehicles, True, "Load"
+                load, 0, caps, True, "Load" if data.backhaul is None else "Linehaul"
             )
-        if data.tw is not None:
-            assert data.service is not None
-            # Transit i -> j = service at i + travel i -> j, so the cumul at j is the start of
-            # service at j; slack lets a vehicle wait for a window to open.
-            transit = data.travel + data.service[:, None]
-            tcb = routing.RegisterTransitMatrix(transit.tolist())
-            open_, close = int(data.tw[0, 0]), int(data.tw[0, 1])
-            routing.AddDimension(tcb, close, close, False, "Time")
-            tdim = routing.GetDimensionOrDie("Time")
-            for node in range(1, n):
-                tdim.CumulVar(manager.NodeToIndex(node)).SetRange(
-                    int(data.tw[node, 0]), int(data.tw[node, 1])
-                )
-            for v in range(num_vehicles):
-                tdim.CumulVar(routing.Start(v)).SetRange(open_, close)
-                tdim.CumulVar(routing.End(v)).SetRange(open_, close)
-            # With tight windows the first-solution heuristics often cannot place every
-            # customer and the search would end with nothing. Dropping a customer is allowed
-            # at a penalty larger than any complete solution's cost, so the search starts
-            # from a partial plan and refills it; a plan still missing customers at the end
-            # is reported as a failure below, never returned.
+        if data.backhaul is not None:
+            self._backhauls(routing, manager, instance, data, caps, num_vehicles)
+        if data.max_distance is not None:
+            length = routing.RegisterTransitMatrix(travel.tolist())
+            routing.AddDimension(length, 0, int(data.max_distance), True, "Distance")
+        if data.tw is not None or data.max_duration is not None:
+            self._time(routing, manager, instance, data, travel, depot_of)
+        if data.tw is not None or instance.problem == "mtvrp":
+            # With tight windows or limits the first-solution heuristics often cannot place
+            # every customer and the search would end with nothing. Dropping a customer is
+            # allowed at a penalty larger than any complete solution's cost, so the search
+            # starts from a partial plan and refills it; a plan still missing customers at
+            # the end is reported as a failure below, never returned.
             penalty = int(data.distance.max()) * 2 * n + 1
-            for node in range(1, n):
+            for node in range(nd, n):
                 routing.AddDisjunction([manager.NodeToIndex(node)], penalty)
 
         params = pywrapcp.DefaultRoutingSearchParameters()
@@ -148,14 +192,18 @@ class ORToolsSolver:
         remaining = max(time_limit - (time.perf_counter() - t0), 0.01)
         params.time_limit.FromMilliseconds(max(int(remaining * 1000), 10))
 
-        if initial_routes:
+        if init_routes:
             routing.CloseModelWithParameters(params)
-            init = (
-                _tsp_order(instance, initial_routes)
-                if not instance.has_depot
-                else [[int(v) for v in r] for r in initial_routes if r]
-            )
-            init = init + [[] for _ in range(num_vehicles - len(init))]
+            init: list[list[int]] = [[] for _ in range(num_vehicles)]
+            if not instance.has_depot:
+                init[0] = _tsp_order(instance, init_routes)[0]
+            else:
+                free = list(range(num_vehicles))
+                for k, r in enumerate(init_routes):
+                    d = init_depots[k] if init_depots is not None else 0
+                    v = next(v for v in free if depot_of[v] == d)
+                    free.remove(v)
+                    init[v] = r
             assignment = routing.ReadAssignmentFromRoutes(init, True)
             if assignment is None:
                 raise SolverFailedError(
@@ -184,6 +232,7 @@ class ORToolsSolver:
                 f"no complete solution for {instance.name!r} within {time_limit:g} s ({len(dropped)} customers left unrouted)",
             )
         routes: list[list[int]] = []
+        depots: list[int] = []
         for v in range(num_vehicles):
             index = routing.Start(v)
             route = [] if instance.has_depot else [0]
@@ -193,6 +242,7 @@ class ORToolsSolver:
                 index = result.Value(routing.NextVar(index))
             if route:
                 routes.append(route)
+                depots.append(depot_of[v])
         meta = {
             "scale": data.scale,
             "exact_integers": data.exact,
@@ -200,10 +250,77 @@ class ORToolsSolver:
             "objective_int": int(result.ObjectiveValue()),
             "first_solution": self.first_solution,
             "metaheuristic": self.metaheuristic,
-            "warm_start": bool(initial_routes),
+            "warm_start": bool(init_routes),
             "seed": seed,  # recorded only: the routing search is deterministic
             "time_limit": time_limit,
         }
         return Solution.from_routes(
-            instance, routes, solver=self.name, runtime=time.perf_counter() - t0, metadata=meta
+            instance,
+            routes,
+            depots=depots if nd > 1 else None,
+            solver=self.name,
+            runtime=time.perf_counter() - t0,
+            metadata=meta,
         )
+
+    @staticmethod
+    def _backhauls(
+        routing: Any, manager: Any, instance: Instance, data: Any, caps: list[int], vehicles: int
+    ) -> None:
+        """Backhaul totals, and VRPB's precedence or the mixed load on board."""
+        nd = instance.num_depots
+        pick = routing.RegisterUnaryTransitVector(data.backhaul.tolist())
+        routing.AddDimensionWithVehicleCapacity(pick, 0, caps, True, "Backhaul")
+        picked = routing.GetDimensionOrDie("Backhaul")
+        if not instance.mixed_backhaul:
+            # pickups made before a linehaul must be none: linehauls come first
+            for node in range(nd, instance.num_nodes):
+                if data.backhaul[node] <= 0:
+                    picked.CumulVar(manager.NodeToIndex(node)).SetMax(0)
+            return
+        # load on board: starts free, pinned to the route's linehaul total by its end value
+        net = routing.RegisterUnaryTransitVector((data.backhaul - data.demand).tolist())
+        routing.AddDimensionWithVehicleCapacity(net, 0, caps, False, "OnBoard")
+        board = routing.GetDimensionOrDie("OnBoard")
+        solver = routing.solver()
+        for v in range(vehicles):
+            solver.Add(board.CumulVar(routing.End(v)) == picked.CumulVar(routing.End(v)))
+
+    @staticmethod
+    def _time(
+        routing: Any,
+        manager: Any,
+        instance: Instance,
+        data: Any,
+        travel: np.ndarray,
+        depot_of: list[int],
+    ) -> None:
+        """The Time dimension: windows, the depots' hours and the duration limit (span)."""
+        assert data.service is not None
+        n, nd = instance.num_nodes, instance.num_depots
+        # Transit i -> j = service at i + travel i -> j, so the cumul at j is the start of
+        # service at j; slack lets a vehicle wait for a window to open.
+        transit = travel + data.service[:, None]
+        tcb = routing.RegisterTransitMatrix(transit.tolist())
+        if data.tw is not None:
+            tw = data.tw
+            horizon = int(tw[:, 1].max()) + int(data.service.max()) + 1
+        else:
+            horizon = int(data.max_duration) + 1
+            tw = np.array([[0, horizon]] * n, dtype=np.int64)
+        routing.AddDimension(tcb, horizon, horizon, False, "Time")
+        tdim = routing.GetDimensionOrDie("Time")
+        if data.tw is not None:
+            for node in range(nd, n):
+                tdim.CumulVar(manager.NodeToIndex(node)).SetRange(
+                    int(tw[node, 0]), int(tw[node, 1])
+                )
+        for v, d in enumerate(depot_of):
+            open_, close = int(tw[d, 0]), int(tw[d, 1])
+            tdim.CumulVar(routing.Start(v)).SetRange(open_, close)
+            # an open route need not be back before its depot closes
+            tdim.CumulVar(routing.End(v)).SetRange(
+                open_, horizon if instance.open_routes else close
+            )
+            if data.max_duration is not None:
+                tdim.SetSpanUpperBoundForVehicle(int(data.max_duration), v)

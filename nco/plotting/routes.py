@@ -1,7 +1,7 @@
 """Routes of a solution drawn on its instance, alone or side by side (e.g. neural vs HGS).
 
-Every artist carries a ``gid`` (``"route"``, ``"depot"``, ``"customers"``, ``"arrows"``,
-``"label"``) so tests and callers can find what was drawn.
+Every artist carries a ``gid`` (``"route"``, ``"depot"``, ``"customers"``, ``"backhauls"``,
+``"unvisited"``, ``"arrows"``, ``"label"``) so tests and callers can find what was drawn.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ def plot_solution(
     visits them (grey crosses: never visited). Instances without coordinates are drawn on a
     classical-MDS embedding of their distance matrix, which the title says.
 
+    Variants (``problem == "mtvrp"``) add: open routes drawn without the return leg; backhaul
+    (pickup) customers as hollow markers beside the filled linehauls; several depots, each a
+    square in its own colour with its routes in shades of that colour, each route starting
+    (and, unless open, ending) at its own depot; a legend naming depots and customer kinds.
+
     Parameters
     ----------
     solution : the solution; its ``instance`` gives the coordinates, demands and time windows.
@@ -60,33 +65,47 @@ def plot_solution(
     xy, embedded = plotting_coords(inst)
     if ax is None:
         ax = _new_figure((7.0, 7.0)).add_subplot(1, 1, 1)
-    colors = _route_colors(len(solution.routes))
+    nd = inst.num_depots if inst.has_depot else 0
+    depots = _route_depots(solution)
+    colors, depot_colors = _colors(solution, depots)
 
     for k, route in enumerate(solution.routes):
-        seq = [0, *route, 0] if inst.has_depot else [*route, route[0]]
+        dep = depots[k]
+        if not inst.has_depot:
+            seq = [*route, route[0]]
+        elif inst.open_routes:
+            seq = [dep, *route]  # an open route ends at its last customer
+        else:
+            seq = [dep, *route, dep]
         pts = xy[seq]
         ax.plot(pts[:, 0], pts[:, 1], color=colors[k], lw=1.2, alpha=0.9, zorder=2, gid="route")
         if arrows:
             _draw_arrows(ax, pts, colors[k])
 
-    # Customers take the colour of the route that visits them, so an unvisited one stands out.
+    # Customers take the colour of the route that visits them, so an unvisited one stands out;
+    # backhauls (pickups) are hollow, linehauls filled.
     owner = np.full(n, -1)
     for k, route in enumerate(solution.routes):
         owner[list(route)] = k
-    first = 1 if inst.has_depot else 0
-    nodes = np.arange(first, n)
-    sizes = _marker_sizes(inst)[first:]
-    visited = owner[first:] >= 0
-    if visited.any():
+    nodes = np.arange(nd, n)
+    sizes = _marker_sizes(inst)[nd:]
+    visited = owner[nd:] >= 0
+    pickup = np.zeros(n - nd, dtype=bool)
+    if inst.backhaul is not None:
+        pickup = np.asarray(inst.backhaul[nd:]) > 0
+    for mask, gid in ((visited & ~pickup, "customers"), (visited & pickup, "backhauls")):
+        if not mask.any():
+            continue
+        tint = [colors[k] for k in owner[nd:][mask]]
         ax.scatter(
-            xy[nodes[visited], 0],
-            xy[nodes[visited], 1],
-            s=sizes[visited],
-            c=[colors[k] for k in owner[first:][visited]],
-            edgecolors="black",
-            linewidths=0.4,
+            xy[nodes[mask], 0],
+            xy[nodes[mask], 1],
+            s=sizes[mask],
+            c="none" if gid == "backhauls" else tint,
+            edgecolors=tint if gid == "backhauls" else "black",
+            linewidths=1.2 if gid == "backhauls" else 0.4,
             zorder=3,
-            gid="customers",
+            gid=gid,
         )
     if (~visited).any():
         ax.scatter(
@@ -98,18 +117,21 @@ def plot_solution(
             zorder=3,
             gid="unvisited",
         )
-    if inst.has_depot:
+    for d in range(nd):
         ax.plot(
-            xy[0, 0],
-            xy[0, 1],
+            xy[d, 0],
+            xy[d, 1],
             marker="s",
             markersize=10,
-            color="red",
+            color=depot_colors[d],
             markeredgecolor="black",
             linestyle="none",
             zorder=4,
             gid="depot",
+            label=f"depot {d + 1}" if nd > 1 else "depot",
         )
+    if inst.problem == "mtvrp":
+        _variant_legend(ax, inst, nd)
 
     if annotate if annotate is not None else n <= LABEL_MAX_NODES:
         tw = inst.time_windows
@@ -197,7 +219,8 @@ def default_title(solution: Solution, embedded: bool = False) -> str:
     else:
         status = f"INFEASIBLE ({len(solution.violations)} violations)"
     count = f"{len(solution.routes)} routes" if inst.has_depot else f"{inst.num_customers} cities"
-    title = f"{inst.name} | {solution.solver}\ncost {solution.cost:.6g}, {status}, {count}"
+    name = f"{inst.name} ({inst.variant})" if inst.problem == "mtvrp" else inst.name
+    title = f"{name} | {solution.solver}\ncost {solution.cost:.6g}, {status}, {count}"
     if embedded:
         title += "\n(no coordinates: MDS layout of the distance matrix)"
     return title
@@ -274,13 +297,82 @@ def _route_colors(k: int) -> list[tuple[float, ...]]:
     return [tuple(palette[i % len(palette)]) for i in range(k)]
 
 
+#: Sequential colormaps of the depots of a multi-depot plot (cycled past six depots).
+_DEPOT_MAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
+
+
+def _route_depots(solution: Solution) -> list[int]:
+    """Each route's depot node (0 without stated depots)."""
+    if solution.route_depots is None:
+        return [0] * len(solution.routes)
+    return [int(d) for d in solution.route_depots]
+
+
+def _colors(
+    solution: Solution, depots: list[int]
+) -> tuple[list[tuple[float, ...]], list[tuple[float, ...] | str]]:
+    """Route colours and depot colours: one qualitative palette and a red depot for one depot;
+    with several, depot d is a strong shade of its own sequential colormap and its routes
+    lighter and darker shades of it."""
+    inst = solution.instance
+    if inst.num_depots <= 1:
+        return _route_colors(len(solution.routes)), ["red"]
+    from matplotlib import colormaps
+
+    maps = [colormaps[_DEPOT_MAPS[d % len(_DEPOT_MAPS)]] for d in range(inst.num_depots)]
+    per = np.bincount(depots, minlength=inst.num_depots) if depots else np.zeros(inst.num_depots)
+    seen = [0] * inst.num_depots
+    colors = []
+    for d in depots:
+        # shades 0.45..0.95 of the depot's map, spread over its routes
+        frac = 0.45 + 0.5 * (seen[d] / max(int(per[d]) - 1, 1)) if per[d] > 1 else 0.7
+        colors.append(tuple(maps[d](frac)))
+        seen[d] += 1
+    return colors, [tuple(m(0.85)) for m in maps]
+
+
+def _variant_legend(ax: Axes, inst: Instance, nd: int) -> None:
+    """Legend of a variant plot: the depots, linehaul and backhaul customers, open routes."""
+    from matplotlib.lines import Line2D
+
+    handles = [h for h in ax.lines if h.get_gid() == "depot"]
+    if inst.backhaul is not None:
+        handles += [
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="none",
+                color="grey",
+                markeredgecolor="black",
+                label="linehaul (delivery)",
+            ),
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="none",
+                markerfacecolor="none",
+                markeredgecolor="grey",
+                label="backhaul (pickup)",
+            ),
+        ]
+    if inst.open_routes:
+        handles.append(Line2D([], [], color="grey", label="open route (no return leg)"))
+    ax.legend(handles=handles, loc="best", fontsize=7, framealpha=0.8)
+
+
 def _marker_sizes(inst: Instance) -> np.ndarray:
-    """Marker areas (points^2): smaller for big instances, proportional to demand in a range."""
+    """Marker areas (points^2): smaller for big instances, proportional to demand in a range
+    (a backhaul customer's pickup amount counts as its demand)."""
     n = inst.num_nodes
     base = float(np.clip(2500.0 / n, 8.0, 60.0))
-    if inst.demand is None or float(np.max(inst.demand)) <= 0:
+    amount = inst.demand
+    if amount is not None and inst.backhaul is not None:
+        amount = np.maximum(amount, inst.backhaul)
+    if amount is None or float(np.max(amount)) <= 0:
         return np.full(n, base)
-    rel = np.asarray(inst.demand, dtype=np.float64) / float(np.max(inst.demand))
+    rel = np.asarray(amount, dtype=np.float64) / float(np.max(amount))
     # Zero-demand customers stay visible; the largest demand gets 2.5x the base area.
     return base * (0.4 + 2.1 * rel)
 

