@@ -9,6 +9,7 @@ route limits, several depots) are outside HGS-CVRP's model and are refused, nami
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -29,15 +30,29 @@ _SUPPORTED = ("tsp", "cvrp")
 
 
 def cpu_share(window: float) -> float:
-    """The share of one core this process gets now: CPU time over wall time of a busy loop of
-    ``window`` seconds (1.0 on an idle core, about 2/3 with three busy processes on two cores).
-    Measured, not read from the run queue: a snapshot of the runnable threads counts short-lived
-    ones that take no time from this process."""
+    """The share of one core this process can expect for the next seconds: the smaller of
+
+    * CPU time over wall time of a busy loop of ``window`` seconds, and
+    * cores / the 1-minute load average (Unix; the runnable processes of the whole machine).
+
+    The loop alone reads too high: the kernel's scheduler lets a process that has just been
+    waiting run ahead of its fair share for a while (measured: 1.0 on a machine with four busy
+    processes on two cores, where the search then got 0.4). The load average alone lags a load
+    that has just started. 1.0 on an idle machine, about 0.5 with four busy processes on two
+    cores."""
     w0, c0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - w0 < window:
         pass
     wall = time.perf_counter() - w0
-    return min(1.0, max((time.process_time() - c0) / wall, 0.05)) if wall > 0 else 1.0
+    share = min(1.0, (time.process_time() - c0) / wall) if wall > 0 else 1.0
+    try:
+        load = os.getloadavg()[0]
+        cores = len(os.sched_getaffinity(0))
+    except (OSError, AttributeError):
+        load, cores = 0.0, 1
+    if load > cores:
+        share = min(share, cores / load)
+    return max(share, 0.05)
 
 
 #: The busy loop of :func:`cpu_share` lasts this share of the limit, within the bounds below

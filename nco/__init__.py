@@ -30,11 +30,10 @@ _EXPORTS: dict[str, str] = {
     "models": "nco.api",
     "solve": "nco.api",
     "solve_batch": "nco.api",
-    "solve_mtvrp": "nco.api",
 }
 
 if TYPE_CHECKING:
-    from nco.api import ModelCard, load_model, models, solve, solve_batch, solve_mtvrp
+    from nco.api import ModelCard, load_model, models, solve, solve_batch
     from nco.envs import (
         Instance,
         InstanceError,
@@ -86,5 +85,4 @@ __all__ = [
     "read_solution",
     "solve",
     "solve_batch",
-    "solve_mtvrp",
 ]

@@ -4,6 +4,13 @@
 >>> sol = nco.solve("data/instances/E-n13-k4.vrp", solver="pyvrp", time_limit=1)   # doctest: +SKIP
 >>> sol = nco.solve(inst, model="cvrp50", refine=True)                               # doctest: +SKIP
 >>> sols = nco.solve_batch(instances, model="cvrp100", augment=8)                    # doctest: +SKIP
+>>> td = nco.get_problem("mtvrp").generator(num_loc=50)(64, seed=0)                  # doctest: +SKIP
+>>> sols = nco.solve_batch(td, solver="pyvrp", time_limit=1, workers=2)              # doctest: +SKIP
+
+Tensor batches (a TensorDict with batch ``[B]``, e.g. from a problem's generator) are accepted
+wherever instances are: each row becomes an :class:`~nco.envs.Instance` through
+``get_problem(problem).to_instance`` (the problem is the registered one whose instance keys the
+batch holds, or ``problem=``), so every solver returns checked :class:`~nco.envs.Solution` s.
 
 (The module is ``nco.api`` rather than ``nco.solve`` so that no submodule import can rebind the
 package attribute ``nco.solve`` away from the function.)
@@ -24,31 +31,90 @@ from nco.solvers import (
     ModelSpec,
     NeuralSolver,
     checkpoint_info,
-    select_checkpoint,
     shipped_checkpoints,
 )
 
 if TYPE_CHECKING:
     from tensordict import TensorDict
 
-    from nco.baselines.mtvrp import MTVRPResult
-
 __all__ = [
     "ModelCard",
     "default_time_limit",
+    "instances_from_tensors",
     "load_model",
     "models",
     "solve",
     "solve_batch",
-    "solve_mtvrp",
 ]
 
 #: Default limit of the time-limited solvers: this many seconds per 100 nodes (at least 1 s).
 SECONDS_PER_100_NODES = 1.0
 
 
-def _as_instance(instance: Instance | str | Path) -> Instance:
-    return instance if isinstance(instance, Instance) else load(instance)
+def _is_tensordict(x: Any) -> bool:
+    from tensordict import TensorDictBase
+
+    return isinstance(x, TensorDictBase)
+
+
+def _tensor_problem(td: TensorDict) -> str:
+    """The registered problem whose instance keys ``td`` holds (the most specific one)."""
+    from nco.envs import available, get_problem
+
+    keys = set(td.keys())
+    fits = [
+        (len(get_problem(p).instance_keys), p)
+        for p in available()
+        if set(get_problem(p).instance_keys) <= keys
+    ]
+    if not fits:
+        raise ValueError(
+            f"a tensor batch with keys {sorted(keys)} matches no problem's instance keys; "
+            "pass problem="
+        )
+    return max(fits)[1]
+
+
+def instances_from_tensors(
+    td: TensorDict, *, problem: str | None = None, name: str = "instance"
+) -> list[Instance]:
+    """Each row of a tensor batch ``[B]`` (or one instance, batch ``[]``) as an
+    :class:`~nco.envs.Instance` named ``{name}{row}``, through ``get_problem(problem).to_instance``.
+
+    ``problem`` defaults to the registered problem whose instance keys the batch holds (the one
+    with the most keys, e.g. ``mtvrp`` for :class:`~nco.envs.mtvrp.MTVRPGenerator` batches).
+    """
+    from nco.envs import get_problem
+
+    prob = get_problem(problem if problem is not None else _tensor_problem(td))
+    if td.batch_dims == 0:
+        return [prob.to_instance(td, name=f"{name}0")]
+    if td.batch_dims != 1:
+        raise ValueError(f"expected a tensor batch [B] of instances, got {list(td.batch_size)}")
+    return [prob.to_instance(td[i : i + 1], name=f"{name}{i}") for i in range(td.shape[0])]
+
+
+def _as_instance(instance: Instance | str | Path | TensorDict) -> Instance:
+    if isinstance(instance, Instance):
+        return instance
+    if _is_tensordict(instance):
+        insts = instances_from_tensors(instance)  # type: ignore[arg-type]
+        if len(insts) != 1:
+            raise ValueError(
+                f"solve takes one instance; a tensor batch of {len(insts)} goes to solve_batch"
+            )
+        return insts[0]
+    return load(instance)  # type: ignore[arg-type]
+
+
+def _as_instances(
+    instances: Sequence[Instance | str | Path] | TensorDict, problem: str | None = None
+) -> list[Instance]:
+    if _is_tensordict(instances):
+        return instances_from_tensors(instances, problem=problem)  # type: ignore[arg-type]
+    if problem is not None:
+        raise ValueError("problem= applies to a tensor batch, not to instances or files")
+    return [_as_instance(i) for i in instances]  # type: ignore[union-attr]
 
 
 def default_time_limit(instance: Instance, solver: Solver) -> float | None:
@@ -60,7 +126,7 @@ def default_time_limit(instance: Instance, solver: Solver) -> float | None:
 
 
 def solve(
-    instance: Instance | str | Path,
+    instance: Instance | str | Path | TensorDict,
     solver: str | Solver = "neural",
     model: ModelSpec = None,
     time_limit: float | None = None,
@@ -71,8 +137,9 @@ def solve(
 
     Parameters
     ----------
-    instance : an :class:`~nco.envs.Instance` or a file path (``.vrp``, ``.tsp``, Solomon
-        ``.txt``).
+    instance : an :class:`~nco.envs.Instance`, a file path (``.vrp``, ``.tsp``, Solomon
+        ``.txt``) or one instance as tensors (batch ``[]`` or ``[1]``, e.g. ``td[i]`` of a
+        generated batch; see :func:`instances_from_tensors`).
     solver : registry name (``neural``, ``hybrid``, ``pyvrp``, ``ortools``, ``hgs``) or a
         solver object.
     model : for ``neural``/``hybrid``: checkpoint path, shipped name, ``(policy, info)`` or None
@@ -111,140 +178,111 @@ def solve(
 
 
 def solve_batch(
-    instances: Sequence[Instance | str | Path],
+    instances: Sequence[Instance | str | Path] | TensorDict,
     model: ModelSpec = None,
     *,
+    solver: str = "neural",
+    time_limit: float | None = None,
     strategy: str = "multistart_greedy",
     augment: int = 8,
     refine: bool = False,
     device: str | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    workers: int = 1,
+    problem: str | None = None,
 ) -> list[Solution]:
-    """Solve many instances of one problem with the neural solver in batched forward passes.
+    """Solve many instances of one problem; results in input order, each a checked
+    :class:`~nco.envs.Solution`.
 
-    Instances of the same size are decoded together (``batch_size`` per pass); different sizes
-    form separate groups. Results are in input order, each checked by the independent checker.
+    With the neural solver, instances of the same size are decoded together (``batch_size``
+    per pass); different sizes form separate groups. Another registry name (``pyvrp``,
+    ``ortools``, ``hgs``, ``hybrid``) solves the instances one by one, in ``workers`` processes.
+
+    Parameters
+    ----------
+    instances : instances, file paths, or a tensor batch ``[B]`` (e.g. a mixed-variant
+        ``mtvrp`` batch from its generator; each row becomes an instance named ``instance{i}``,
+        see :func:`instances_from_tensors`).
+    model : for ``neural``/``hybrid``: checkpoint path, shipped name, ``(policy, info)`` or None
+        (the shipped checkpoint nearest in size).
+    solver : registry name; default ``neural``.
+    time_limit : seconds per instance; None = no limit for ``neural`` (one batched decode), else
+        :func:`default_time_limit` per instance.
+    strategy, augment, batch_size : neural decoding (not taken by the other solvers).
+    refine : the local search after construction (``neural`` and ``hybrid``).
+    device : ``cpu``/``cuda``/None (CUDA when available) for the network.
+    seed : solver seed.
+    workers : processes for the solvers other than ``neural`` (1 = in this process).
+    problem : the problem of a tensor batch when its keys do not say it.
 
     Raises
     ------
     ValueError
-        When the instances are of different problems, the model is for another problem, or
-        ``device`` cannot be used here (:class:`~nco.devices.DeviceError`).
+        When the instances are of different problems, the model is for another problem, an
+        option the solver does not take is given, or ``device`` cannot be used here
+        (:class:`~nco.devices.DeviceError`).
     """
-    device = resolve_device(device)
-    insts = [_as_instance(i) for i in instances]
-    solver = NeuralSolver(
-        model,
-        strategy=strategy,
-        augment=augment,
-        refine=refine,
-        device=device,
-        batch_size=batch_size,
-    )
-    return solver.solve_many(insts, seed=seed)
-
-
-def solve_mtvrp(
-    td: TensorDict,
-    solver: str = "neural",
-    *,
-    model: ModelSpec = None,
-    time_limit: float | None = None,
-    seed: int = 0,
-    augment: int = 8,
-    device: str | None = None,
-    batch_size: int = 256,
-    workers: int = 1,
-) -> list[MTVRPResult]:
-    """Solve a batch of multi-variant VRP instances (:mod:`nco.envs.mtvrp` tensors, any mix of
-    the 48 variants) and return one checked result per instance, in order.
-
-    Parameters
-    ----------
-    td : MTVRP tensors with batch ``[B]``, e.g. from ``mtvrp.MTVRPGenerator`` or
-        ``mtvrp.make_instances`` (your own coordinates, demands, windows, ...).
-    solver : ``neural`` (a multi-variant checkpoint, POMO multistart greedy, best of the starts
-        and of ``augment`` (1 or 8) symmetric augmentations), ``pyvrp`` or ``ortools``.
-    model : neural only: checkpoint path, shipped name or ``(policy, info)``; None = the shipped
-        mtvrp checkpoint nearest in size.
-    time_limit : seconds per instance; required by ``pyvrp`` and ``ortools``, not taken by
-        ``neural``.
-    seed : PyVRP's seed.
-    augment, device, batch_size : neural decoding (device None = CUDA when available).
-    workers : classical solvers' worker processes.
-
-    Returns
-    -------
-    list[MTVRPResult]
-        Routes, start depots, float cost, and the independent checker's violations (empty =
-        feasible). A neural result's ``runtime`` is its share of the batched decoding time.
-    """
-    from nco.baselines.mtvrp import MTVRP_SOLVERS, MTVRPResult, solve_mtvrp_batch
-
-    if td.batch_dims != 1:
-        raise ValueError(f"solve_mtvrp takes a batch [B] of instances, got {list(td.batch_size)}")
-    if solver in MTVRP_SOLVERS:
-        if model is not None:
-            raise ValueError(f"solver {solver!r} takes no model")
-        if time_limit is None:
-            raise ValueError(f"solver {solver!r} needs time_limit (seconds per instance)")
-        return solve_mtvrp_batch(td, solver, time_limit=time_limit, seed=seed, workers=workers)
-    if solver != "neural":
-        raise ValueError(
-            f"unknown MTVRP solver {solver!r}; expected 'neural' or one of {MTVRP_SOLVERS}"
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    insts = _as_instances(instances, problem)
+    if solver == "neural":
+        device = resolve_device(device)
+        neural = NeuralSolver(
+            model,
+            strategy=strategy,
+            augment=augment,
+            refine=refine,
+            device=device,
+            batch_size=batch_size,
         )
-    if time_limit is not None:
-        raise ValueError("solver 'neural' takes no time_limit (it decodes once, batched)")
-    import time
+        return neural.solve_many(insts, time_limit=time_limit, seed=seed)
+    neural_only = {
+        "strategy": strategy != "multistart_greedy",
+        "augment": augment != 8,
+        "batch_size": batch_size != 64,
+    }
+    given = [k for k, v in neural_only.items() if v]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to the neural solver, not {solver!r}")
+    options: dict[str, Any] = {}
+    if model is not None:
+        options["model"] = model
+    if refine:
+        options["refine"] = True
+    if device is not None:
+        options["device"] = resolve_device(device)
+    try:
+        obj = get_solver(solver, **options)
+    except TypeError as err:
+        raise ValueError(
+            f"solver {solver!r} does not take the option(s) {', '.join(sorted(options))}: {err}"
+        ) from None
+    limits = [
+        default_time_limit(i, obj) if time_limit is None else float(time_limit) for i in insts
+    ]
+    jobs = [(solver, options, inst, limit, seed) for inst, limit in zip(insts, limits)]
+    if workers == 1 or len(jobs) <= 1:
+        return [obj.solve(inst, time_limit=limit, seed=seed) for inst, limit in zip(insts, limits)]  # type: ignore[arg-type]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
+    # spawn, not fork: torch's OpenMP threads in this process would deadlock a forked child
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_one_thread
+    ) as pool:
+        return list(pool.map(_solve_job, jobs))
+
+
+def _one_thread() -> None:
     import torch
 
-    from nco.envs import get_problem, mtvrp
-    from nco.policies import DecodeConfig
+    torch.set_num_threads(1)
 
-    dev = resolve_device(device)
-    size = int(td["locs"].shape[1]) - 1
-    if isinstance(model, tuple):
-        policy, info = model
-        policy = policy.to(dev).eval()
-    else:
-        spec = select_checkpoint("mtvrp", size) if model is None else model
-        policy, info = load_model(spec, problem="mtvrp", device=dev)
-    if info.get("problem") != "mtvrp":
-        raise ValueError(f"model was trained on problem {info.get('problem')!r}, not 'mtvrp'")
-    env = get_problem("mtvrp").make_env(num_loc=size, device=dev)
-    config = DecodeConfig(strategy="multistart_greedy", augment=augment, return_actions=False)
-    out: list[MTVRPResult] = []
-    for lo in range(0, td.shape[0], batch_size):
-        chunk = td[lo : lo + batch_size].to(dev)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            roll = policy(chunk, env, config)
-        assert roll.best_actions is not None
-        tours = roll.best_actions.cpu()
-        chunk = chunk.cpu()
-        costs = mtvrp.cost(chunk, tours).double().tolist()
-        violations = mtvrp.check(chunk, tours)
-        names = mtvrp.variant_names(chunk)
-        share = (time.perf_counter() - t0) / chunk.shape[0]
-        for b in range(chunk.shape[0]):
-            k = int(chunk["num_depots"][b])
-            routes, starts, _ = mtvrp.split_depot_routes(tours[b].tolist(), k)
-            out.append(
-                MTVRPResult(
-                    solver="neural",
-                    variant=names[b],
-                    routes=routes,
-                    cost=float(costs[b]),
-                    violations=violations[b],
-                    runtime=share,
-                    solver_feasible=not violations[b],
-                    metadata={"model": info.get("source", model), "augment": augment},
-                    depots=starts,
-                )
-            )
-    return out
+
+def _solve_job(job: tuple[str, dict[str, Any], Instance, float, int]) -> Solution:
+    name, options, inst, limit, seed = job
+    return get_solver(name, **options).solve(inst, time_limit=limit, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -290,4 +328,3 @@ def models() -> list[ModelCard]:
             )
         )
     return sorted(out, key=lambda m: (m.problem, m.size or 0, m.name))
-

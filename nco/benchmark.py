@@ -11,6 +11,14 @@ A run directory holds everything needed to re-check it from outside::
 Runs are resumable: rows already in ``results.csv`` are not solved again. Each job runs in its
 own worker process (``spawn``), and every solver is single-threaded, so ``workers`` is the
 number of cores used.
+
+Solvers are named by labels (:func:`solver_spec`): ``NAME`` (a registry name), ``NAME+ls`` (with
+``refine=True``) and ``NAME@MODEL`` (``neural``/``hybrid`` with that checkpoint), e.g.
+``neural@mtvrp50``, ``neural+ls@mtvrp50moe``. Rows are keyed by label, so several checkpoints
+benchmarked in one run get their own rows and resume independently. Every row names the
+instance's variant (``CVRP``, ``VRPTW``, ``OVRPBLTW``, ``MDVRPTW``, ``TSP``, ...), and
+:func:`variant_tables` turns the rows into the per-variant table of the multi-variant VRP: each
+variant's mean cost per reference solver and each model's mean gap to the best reference plan.
 """
 
 from __future__ import annotations
@@ -37,23 +45,29 @@ __all__ = [
     "RESULT_COLUMNS",
     "BenchmarkError",
     "Job",
+    "VariantTable",
     "collect_instances",
+    "format_budget_tables",
     "format_summary",
     "generate_instances",
     "load_bks",
+    "model_label",
+    "parse_variants",
     "read_results",
     "reference_cost_from_sol",
-    "format_budget_tables",
     "run_benchmark",
     "solve_file",
     "solver_spec",
     "summarize",
+    "trained_variants",
+    "variant_tables",
 ]
 
 #: Columns of ``results.csv`` (in order).
 RESULT_COLUMNS = [
     "instance",
     "problem",
+    "variant",
     "n",
     "solver",
     "time_limit",
@@ -69,6 +83,7 @@ RESULT_COLUMNS = [
     "solution_file",
     "instance_file",
     "error",
+    "model",
     "note",
 ]
 
@@ -79,14 +94,41 @@ class BenchmarkError(ValueError):
 
 #: Solver label suffix: ``neural+ls`` is the ``neural`` solver with ``refine=True``.
 LS_SUFFIX = "+ls"
+#: Solver label separator of a checkpoint: ``neural@mtvrp50`` is ``neural`` with that model.
+MODEL_SEP = "@"
+#: Solvers that take a checkpoint (``model=``).
+MODEL_SOLVERS = ("neural", "hybrid")
 
 
 def solver_spec(label: str) -> tuple[str, dict[str, Any]]:
-    """A benchmark solver label -> (registry name, constructor options): ``NAME`` or
-    ``NAME+ls`` (the solver's ``refine=True``, for the solvers that take it)."""
-    if label.endswith(LS_SUFFIX):
-        return label[: -len(LS_SUFFIX)], {"refine": True}
-    return label, {}
+    """A benchmark solver label -> (registry name, constructor options).
+
+    ``NAME``; ``NAME+ls`` (the solver's ``refine=True``, for the solvers that take it);
+    ``NAME@MODEL`` or ``NAME+ls@MODEL`` (``model=MODEL``: a shipped name, a checkpoint file or a
+    run directory; :func:`run_benchmark`'s ``solver_options`` may name the checkpoint instead,
+    as ``nco benchmark --model A,B`` does with labels ``neural@A``, ``neural@B``).
+    """
+    name, sep, model = label.partition(MODEL_SEP)
+    opts: dict[str, Any] = {}
+    if name.endswith(LS_SUFFIX):
+        name = name[: -len(LS_SUFFIX)]
+        opts["refine"] = True
+    if sep:
+        if not model:
+            raise BenchmarkError(f"solver label {label!r}: expected NAME@MODEL")
+        opts["model"] = model
+    return name, opts
+
+
+def model_label(spec: str | Path) -> str:
+    """A short name of a checkpoint for solver labels: a run directory's name, the run of
+    ``RUN/checkpoints/X.ckpt``, a file's stem, or a shipped name as given."""
+    p = Path(spec)
+    if p.is_dir():
+        return p.resolve().name
+    if p.suffix == ".ckpt" and p.parent.name == "checkpoints":  # RUN/checkpoints/last.ckpt
+        return p.resolve().parent.parent.name
+    return p.stem if p.suffix else str(spec)
 
 
 def time_label(time_limit: float, per_100: float | None) -> str:
@@ -97,10 +139,16 @@ def time_label(time_limit: float, per_100: float | None) -> str:
 
 # ---------------------------------------------------------------------------------- inputs
 def collect_instances(
-    directory: str | Path, *, max_customers: int | None = None, first: int | None = None
+    directory: str | Path,
+    *,
+    max_customers: int | None = None,
+    first: int | None = None,
+    edge_weight: str | None = None,
+    scale: float = 1.0,
 ) -> list[Path]:
     """Instance files (``.vrp``, ``.tsp``, Solomon ``.txt``) directly in ``directory``, sorted by
-    name; optionally only those with at most ``max_customers`` customers, then the ``first``."""
+    name; optionally only those with at most ``max_customers`` customers, then the ``first``.
+    ``edge_weight`` and ``scale`` go to :func:`nco.envs.load` where files are read."""
     d = Path(directory)
     if not d.is_dir():
         raise BenchmarkError(f"{d}: not a directory")
@@ -113,7 +161,8 @@ def collect_instances(
         key=_natural_key,
     )
     if max_customers is not None:
-        files = [p for p in files if E.load(p).num_customers <= max_customers]
+        opts = load_options(edge_weight, scale)
+        files = [p for p in files if E.load(p, **opts).num_customers <= max_customers]
     if first is not None:
         files = files[:first]
     if not files:
@@ -124,10 +173,46 @@ def collect_instances(
     return files
 
 
+def load_options(edge_weight: str | None = None, scale: float = 1.0) -> dict[str, Any]:
+    """Keyword arguments of :func:`nco.envs.load` (only those that differ from its defaults)."""
+    out: dict[str, Any] = {}
+    if edge_weight is not None:
+        out["edge_weight"] = edge_weight
+    if float(scale) != 1.0:
+        out["scale"] = float(scale)
+    return out
+
+
 def _natural_key(p: Path) -> tuple[Any, ...]:
     import re
 
     return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.stem))
+
+
+def parse_variants(text: str) -> tuple[str, ...]:
+    """Multi-variant VRP variant names: ``core`` (the 16 O/B/L/TW variants), ``all`` (48, with
+    M and MD), ``train`` (MVMoE's six) or a comma-separated list of names (any case); a
+    BenchmarkError names an unknown one."""
+    from nco.envs import mtvrp
+
+    key = text.strip().lower()
+    if key == "core":
+        return mtvrp.VARIANT_NAMES
+    if key == "all":
+        return mtvrp.ALL_VARIANT_NAMES
+    if key == "train":
+        return mtvrp.TRAIN_VARIANTS
+    try:
+        names = tuple(
+            mtvrp.ALL_VARIANT_NAMES[mtvrp.variant_index(v.strip())]
+            for v in text.split(",")
+            if v.strip()
+        )
+    except ValueError as err:
+        raise BenchmarkError(f"--variants: {err}") from None
+    if not names:
+        raise BenchmarkError("--variants names no variant")
+    return names
 
 
 def generate_instances(
@@ -138,37 +223,67 @@ def generate_instances(
     out_dir: str | Path,
     *,
     distribution: str = "uniform",
+    variants: Sequence[str] | None = None,
 ) -> list[Path]:
     """Generate ``num`` seeded instances and write them as files under ``out_dir``.
 
     Uses ``get_problem(problem).generator(num_loc=size, distribution=...)(num, seed=seed)``;
     existing files with the same names are kept (generation is deterministic), so a resumed run
-    solves the very same instances.
+    solves the very same instances. Files are named ``{problem}{size}-{distribution}-s{seed}-{i}``.
+
+    ``variants`` (``mtvrp`` only; default the 16 core variants, see :func:`parse_variants`):
+    the same ``num`` instances in every variant (MVMoE / RouteFinder protocol): one batch drawn
+    with every attribute (``OVRPBLTW``, or ``MDOVRPBLTW`` when an MD variant is asked for; the
+    extra depots are drawn last, so the other variants' instances do not change) and switched to
+    each variant with :func:`nco.envs.mtvrp.to_variant`. One file per instance and variant,
+    named ``mtvrp{size}-{VARIANT}-{distribution}-s{seed}-{i}.vrp`` and ordered instance-major
+    (a run cut short leaves every variant equally far).
     """
     if problem not in E.available():
         raise BenchmarkError(
             f"unknown problem {problem!r}; expected one of {', '.join(E.available())}"
         )
-    if not E.get_problem(problem).file_io:
+    prob = E.get_problem(problem)
+    if not prob.file_io:
         raise BenchmarkError(
             f"problem {problem!r} is tensor-only: no instance files or classical solvers yet"
         )
     if size < 2 or num < 1:
         raise BenchmarkError(f"expected --size >= 2 and --num >= 1, got {size} and {num}")
+    if variants is not None and problem != "mtvrp":
+        raise BenchmarkError(f"--variants applies to mtvrp, not {problem!r}")
     out = Path(out_dir)
     ext = ".tsp" if problem == "tsp" else ".vrp"
-    names = [f"{problem}{size}-{distribution}-s{seed}-{i:04d}" for i in range(num)]
+    if problem == "mtvrp":
+        from nco.envs import mtvrp
+
+        names_v = tuple(variants) if variants is not None else mtvrp.VARIANT_NAMES
+        if not names_v:
+            raise BenchmarkError("no variants given")
+        grid = [(i, v) for i in range(num) for v in names_v]
+        names = [f"{problem}{size}-{v}-{distribution}-s{seed}-{i:04d}" for i, v in grid]
+    else:
+        grid = [(i, "") for i in range(num)]
+        names = [f"{problem}{size}-{distribution}-s{seed}-{i:04d}" for i in range(num)]
     paths = [out / f"{name}{ext}" for name in names]
     if all(p.is_file() for p in paths):
         return paths
-    prob = E.get_problem(problem)
     try:
-        td = prob.generator(num_loc=size, distribution=distribution)(num, seed=seed)
+        if problem == "mtvrp":
+            md = any(mtvrp.VARIANTS[v].multi_depot for v in names_v)
+            full = ("MDOVRPBLTW" if md else "OVRPBLTW",)
+            td = prob.generator(num_loc=size, distribution=distribution, variants=full)(
+                num, seed=seed
+            )
+            per = {v: mtvrp.to_variant(td, v) for v in names_v}
+        else:
+            td = prob.generator(num_loc=size, distribution=distribution)(num, seed=seed)
     except (TypeError, ValueError) as err:
         raise BenchmarkError(f"cannot generate {problem} instances: {err}") from err
-    for i, (name, path) in enumerate(zip(names, paths)):
+    for (i, v), name, path in zip(grid, names, paths):
         if not path.is_file():
-            E.write_instance(prob.to_instance(td[i : i + 1], name=name), path)
+            row = per[v][i : i + 1] if v else td[i : i + 1]
+            E.write_instance(prob.to_instance(row, name=name), path)
     return paths
 
 
@@ -195,17 +310,29 @@ def load_bks(path: str | Path) -> dict[str, float]:
 
 
 def reference_cost_from_sol(
-    instance_file: str | Path, instance: E.Instance | None = None
+    instance_file: str | Path,
+    instance: E.Instance | None = None,
+    load: Mapping[str, Any] | None = None,
 ) -> float | None:
-    """Cost of the ``.sol`` (or ``.opt.tour``) next to an instance file, or None."""
+    """Cost of the ``.sol`` (or ``.opt.tour``) next to an instance file, or None.
+
+    The file is read with its routes' depots (:func:`nco.envs.load_solution`: a multi-depot
+    ``.sol`` names them, or numbers its routes by the instance's vehicles), so multi-depot and
+    open-route references cost as the checker does. ``instance`` is the loaded instance (else
+    the file is loaded with the :func:`nco.envs.load` options ``load``, e.g. ``{"edge_weight":
+    "EUC_2D", "scale": 1000}`` for the MDVRPTW files, whose references are in those units).
+    None also when the solution does not fit the instance (a depot it does not state, a node
+    out of range).
+    """
     f = Path(instance_file)
     for cand in (f.with_suffix(".sol"), f.with_suffix(".opt.tour")):
         if cand.is_file():
-            inst = instance if instance is not None else E.load(f)
+            inst = instance if instance is not None else E.load(f, **dict(load or {}))
             try:
-                return inst.route_cost(E.read_solution(cand, inst))
+                cost = E.load_solution(cand, inst).cost
             except (E.InstanceError, ValueError):
                 return None
+            return cost if math.isfinite(cost) else None
     return None
 
 
@@ -225,17 +352,31 @@ class Job:
     options: tuple[tuple[str, Any], ...] = ()
     #: the budget in seconds per 100 customers this time limit came from (None: absolute)
     per_100: float | None = None
+    #: :func:`nco.envs.load` options as sorted (name, value) pairs, e.g. (("edge_weight", "SOLOMON"),)
+    load: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str, str]:
         """Identity used for resuming: instance, solver label, budget, seed."""
-        return (self.instance, self.solver, time_label(self.time_limit, self.per_100), str(self.seed))
+        return (
+            self.instance,
+            self.solver,
+            time_label(self.time_limit, self.per_100),
+            str(self.seed),
+        )
 
     def solution_name(self) -> str:
         """File name of this job's solution (``.tour`` for the TSP)."""
         ext = ".tour" if self.problem == "tsp" else ".sol"
         t = f"p{self.per_100:g}" if self.per_100 else f"t{_fmt_num(self.time_limit)}"
-        return f"{self.instance}.{self.solver}.{t}.s{self.seed}{ext}"
+        return f"{self.instance}.{_file_safe(self.solver)}.{t}.s{self.seed}{ext}"
+
+
+def _file_safe(label: str) -> str:
+    """A solver label as a file-name part (``neural@runs/x`` -> ``neural@runs_x``)."""
+    import re
+
+    return re.sub(r"[^\w.+@=-]", "_", label)
 
 
 def _fmt_num(x: float) -> str:
@@ -256,20 +397,23 @@ def solve_file(
     seed: int,
     out_file: str | Path | None,
     options: Mapping[str, Any] | None = None,
+    load: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load an instance, solve it, write the solution (if ``out_file``) and return a result row.
 
     ``solver`` is a label (:func:`solver_spec`: ``neural+ls`` adds ``refine=True``); ``options``
     go to the solver's constructor (e.g. ``{"model": "cvrp50"}`` for ``neural`` and
-    ``hybrid``). ``note`` carries the solver's one-line ``metadata["summary"]`` where it has one
-    (the hybrid: what ran for how long, what was skipped). Solver failures (no solution in time, no checkpoint for the problem) become rows
-    with an ``error`` and ``feasible`` False instead of exceptions, so one failure does not stop
-    a batch.
+    ``hybrid``). ``load`` goes to :func:`nco.envs.load` (``edge_weight``, ``scale``). ``note``
+    carries the solver's one-line ``metadata["summary"]`` where it has one (the hybrid: what ran
+    for how long, what was skipped); ``model`` the checkpoint a neural or hybrid solver used.
+    Solver failures (no solution in time, no checkpoint for the problem) become rows with an
+    ``error`` and ``feasible`` False instead of exceptions, so one failure does not stop a batch.
     """
-    inst = E.load(instance_file)
+    inst = E.load(instance_file, **dict(load or {}))
     row: dict[str, Any] = {
         "instance": inst.name,
         "problem": inst.problem,
+        "variant": inst.variant,
         "n": inst.num_customers,
         "solver": solver,
         "time_limit": _fmt_num(time_limit),
@@ -284,6 +428,7 @@ def solve_file(
         "solution_file": "",
         "instance_file": str(instance_file),
         "error": "",
+        "model": "",
         "note": "",
     }
     name, extra = solver_spec(solver)
@@ -313,6 +458,7 @@ def solve_file(
         runtime=f"{sol.runtime:.3f}",
         cpu_time=f"{time.process_time() - c0:.3f}",
         note=str(sol.metadata.get("summary", "")),
+        model=str(sol.metadata.get("model") or ""),
     )
     if out_file is not None:
         sol.write(out_file)
@@ -323,7 +469,13 @@ def solve_file(
 def _run_job(job: Job, run_dir: str) -> dict[str, Any]:
     out = Path(run_dir) / "solutions" / job.solution_name()
     row = solve_file(
-        job.instance_file, job.solver, job.time_limit, job.seed, out, dict(job.options)
+        job.instance_file,
+        job.solver,
+        job.time_limit,
+        job.seed,
+        out,
+        dict(job.options),
+        dict(job.load),
     )
     if row["solution_file"]:
         row["solution_file"] = str(Path("solutions") / job.solution_name())
@@ -446,14 +598,15 @@ def run_benchmark(
     progress: Callable[[str], None] | None = None,
     solver_options: Mapping[str, Mapping[str, Any]] | None = None,
     per_100: Sequence[float] | None = None,
+    load_options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """Solve every instance with every solver at every time limit; write and return the rows.
 
     Parameters
     ----------
     instance_files : instance file paths (each is loaded once here to validate it).
-    solvers : solver labels (:func:`solver_spec`: registry names, ``neural+ls``); combinations a
-        solver does not support are skipped (reported).
+    solvers : solver labels (:func:`solver_spec`: registry names, ``neural+ls``,
+        ``neural@MODEL``); combinations a solver does not support are skipped (reported).
     time_limits : seconds per run (ignored when ``per_100`` is given).
     run_dir : output folder (``results.csv``, ``solutions/``); existing rows are kept and skipped.
     seed : solver seed recorded per row.
@@ -461,11 +614,18 @@ def run_benchmark(
     reference : see :func:`parse_reference`; the gap column is ``100 * (cost / reference - 1)``.
     progress : called with one line per finished job (default: print to stderr).
     solver_options : constructor options per solver label, e.g. ``{"neural": {"model": "cvrp50"}}``
-        (rows are keyed by solver label only: use another run directory for another model).
+        (they override the label's own). Rows are keyed by solver label: benchmark several
+        checkpoints in one run under labels ``neural@A``, ``neural@B`` (each with its own rows,
+        resumed independently); a plain ``neural`` label with another model is not re-run.
     per_100 : budgets in seconds per 100 customers (cities): each instance gets
         ``budget * n / 100`` seconds, and rows are grouped by budget (``time_per_100``).
+    load_options : :func:`nco.envs.load` options for every file, e.g.
+        ``{"edge_weight": "SOLOMON"}`` (Gehring-Homberger) or ``{"edge_weight": "EUC_2D",
+        "scale": 1000}`` (MDVRPTW); also used for the ``.sol`` references.
     """
     say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
+    if len(set(solvers)) != len(solvers):
+        raise BenchmarkError(f"solver labels must be distinct, got {', '.join(solvers)}")
     unknown = [s for s in solvers if solver_spec(s)[0] not in available_solvers()]
     if unknown:
         raise BenchmarkError(
@@ -482,14 +642,26 @@ def run_benchmark(
         raise BenchmarkError("no instances given")
     kind, ref_arg = parse_reference(reference, time_limits)
     opts = {s: dict(o) for s, o in (solver_options or {}).items()}
+    # each label's full options (label's own, then solver_options): what the job builds
+    opts = {
+        s: {**solver_spec(s)[1], **opts.get(s, {})}
+        for s in sorted(set(solvers) | ({"pyvrp"} if kind == "pyvrp" else set()))
+    }
     solver_objs = {}
-    for s in sorted(set(solvers) | ({"pyvrp"} if kind == "pyvrp" else set())):
-        name, extra = solver_spec(s)
-        solver_objs[s] = get_solver(name, **{**extra, **opts.get(s, {})})
+    for s in opts:
+        try:
+            solver_objs[s] = get_solver(solver_spec(s)[0], **opts[s])
+        except TypeError as err:
+            raise BenchmarkError(
+                f"solver {s!r} does not take {', '.join(sorted(opts[s]))}: {err}"
+            ) from None
+    load = tuple(sorted(dict(load_options or {}).items()))
 
     run = Path(run_dir)
     (run / "solutions").mkdir(parents=True, exist_ok=True)
-    instances: list[tuple[Path, E.Instance]] = [(Path(f), E.load(f)) for f in instance_files]
+    instances: list[tuple[Path, E.Instance]] = [
+        (Path(f), E.load(f, **dict(load))) for f in instance_files
+    ]
     names = [inst.name for _, inst in instances]
     if len(set(names)) != len(names):
         raise BenchmarkError("instance names must be unique (the NAME field is used as the key)")
@@ -519,8 +691,9 @@ def run_benchmark(
                     s,
                     seconds,
                     seed,
-                    tuple(sorted(opts.get(s, {}).items())),
+                    tuple(sorted(opts[s].items())),
                     b,
+                    load,
                 )
             )
     for s, p in sorted(skipped_unsupported):
@@ -618,7 +791,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         times = [t for t in (_float(r["runtime"]) for r in rs) if t is not None]
         cpus = [t for t in (_float(r.get("cpu_time")) for r in rs) if t is not None]
         over = [
-            (t - float(r["time_limit"]), t <= float(r["time_limit"]) + time_tolerance(float(r["time_limit"])))
+            (
+                t - float(r["time_limit"]),
+                t <= float(r["time_limit"]) + time_tolerance(float(r["time_limit"])),
+            )
             for r in rs
             if (t := _float(r["runtime"])) is not None
         ]
@@ -655,12 +831,13 @@ def _f(x: float, spec: str) -> str:
 
 def format_summary(summary: Sequence[dict[str, Any]]) -> str:
     """A fixed-width text table of :func:`summarize` output."""
-    head = f"{'solver':<10} {'budget':>8} {'runs':>5} {'mean cost':>12} {'gap ref %':>10} {'gap best %':>10} {'feasible %':>10} {'time s':>7} {'cpu s':>6} {'max over s':>10}"
+    w = max([10, *(len(s["solver"]) for s in summary)])
+    head = f"{'solver':<{w}} {'budget':>8} {'runs':>5} {'mean cost':>12} {'gap ref %':>10} {'gap best %':>10} {'feasible %':>10} {'time s':>7} {'cpu s':>6} {'max over s':>10}"
     lines = [head, "-" * len(head)]
     for s in summary:
         label = s["label"] if s["label"].endswith("/100") else s["label"] + "s"
         lines.append(
-            f"{s['solver']:<10} {label:>8} {s['runs']:>5} {_f(s['mean_cost'], '12.6g'):>12} "
+            f"{s['solver']:<{w}} {label:>8} {s['runs']:>5} {_f(s['mean_cost'], '12.6g'):>12} "
             f"{_f(s['mean_gap_ref_pct'], '10.2f'):>10} {_f(s['mean_gap_best_pct'], '10.2f'):>10} "
             f"{_f(s['feasible_pct'], '10.1f'):>10} {_f(s['mean_time'], '7.2f'):>7} {_f(s['mean_cpu'], '6.2f'):>6} "
             f"{_f(s['max_over_s'], '+10.3f'):>10}"
@@ -682,7 +859,11 @@ def format_budget_tables(summary: Sequence[dict[str, Any]], *, title: str = "") 
             "| solver | runs | mean gap ref % | mean gap best % | feasible % | mean time s | max over limit s | within limit+tol % |"
         )
         parts.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-        key = "mean_gap_ref_pct" if all(not math.isnan(s["mean_gap_ref_pct"]) for s in ss) else "mean_gap_best_pct"
+        key = (
+            "mean_gap_ref_pct"
+            if all(not math.isnan(s["mean_gap_ref_pct"]) for s in ss)
+            else "mean_gap_best_pct"
+        )
         for s in sorted(ss, key=lambda s: (math.isnan(s[key]), s[key])):
             parts.append(
                 f"| {s['solver']} | {s['runs']} | {_f(s['mean_gap_ref_pct'], '.2f')} | "
@@ -691,6 +872,216 @@ def format_budget_tables(summary: Sequence[dict[str, Any]], *, title: str = "") 
             )
         parts.append("")
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------- variants
+@dataclass(frozen=True)
+class VariantTable:
+    """The per-variant table of one budget (:func:`variant_tables`).
+
+    Attributes
+    ----------
+    label : the budget (``"1"`` seconds or ``"0.3/100"``).
+    text : the printed table.
+    references : reference solver labels (the cost columns), in order.
+    models : the other solver labels (the gap columns), in order.
+    variants : the variants (rows), in order.
+    costs : {reference: {variant: mean feasible cost}}.
+    gaps : {model: {variant: mean gap % to the best reference plan of each instance}}.
+    groups : {model: {"trained" | "zero-shot" | "extended": mean of its variants' gaps}}.
+    infeasible : {solver label: {variant: runs without a feasible plan}}.
+    """
+
+    label: str
+    text: str
+    references: tuple[str, ...]
+    models: tuple[str, ...]
+    variants: tuple[str, ...]
+    costs: dict[str, dict[str, float]]
+    gaps: dict[str, dict[str, float]]
+    groups: dict[str, dict[str, float]]
+    infeasible: dict[str, dict[str, int]]
+
+
+def _variant_order(names: Iterable[str]) -> list[str]:
+    from nco.envs import mtvrp
+
+    known = {v: i for i, v in enumerate(mtvrp.ALL_VARIANT_NAMES)}
+    return sorted(set(names), key=lambda v: (v not in known, known.get(v, 0), v))
+
+
+def variant_tables(
+    rows: Sequence[dict[str, Any]],
+    *,
+    references: Sequence[str] | None = None,
+    trained: Mapping[str, Sequence[str]] | None = None,
+) -> list[VariantTable]:
+    """Per budget, one table of every variant: each reference solver's mean feasible cost and
+    each other solver's (model's) mean gap ``100 * (cost / best - 1)`` over the instances, where
+    ``best`` is the lowest feasible reference cost of the instance (MVMoE / RouteFinder protocol).
+
+    Parameters
+    ----------
+    rows : ``results.csv`` rows (:func:`read_results`); the variant is the ``variant`` column
+        (rows of files written before it existed: the variant in the instance name).
+    references : the reference solver labels; default every label whose solver takes no
+        checkpoint (not ``neural``/``hybrid``).
+    trained : {model label: its training variants}. A ``*`` marks the training variants of the
+        first model; each model's gaps are averaged over its training variants ("trained"),
+        the other 16 core variants ("zero-shot") and the other M/MD variants ("extended").
+        A model without an entry averages the core ("zero-shot") and the other variants.
+
+    A model's infeasible or failed run counts in ``infeasible``, not in its mean gap; an
+    instance without a feasible reference plan has no gap.
+    """
+    from nco.envs import mtvrp
+
+    core = set(mtvrp.VARIANT_NAMES)
+    labels = list(dict.fromkeys(r["solver"] for r in rows))
+    refs = (
+        [s for s in labels if solver_spec(s)[0] not in MODEL_SOLVERS]
+        if references is None
+        else [s for s in references if s in labels]
+    )
+    models = [s for s in labels if s not in refs]
+    trained = {k: tuple(v) for k, v in (trained or {}).items()}
+    by_budget: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_budget[_row_label(r)].append(r)
+    out = []
+    for label in sorted(by_budget, key=lambda x: float(x.split("/")[0])):
+        rs = by_budget[label]
+        variant_of = {r["instance"]: _row_variant(r) for r in rs}
+        variants = _variant_order(variant_of.values())
+        cost: dict[tuple[str, str], float | None] = {}
+        for r in rs:
+            c = _float(r["cost"])
+            cost[(r["instance"], r["solver"])] = (
+                c if c is not None and _is_true(r["feasible"]) else None
+            )
+        best: dict[str, float] = {}
+        for (inst, s), c in cost.items():
+            if s in refs and c is not None:
+                best[inst] = min(best.get(inst, math.inf), c)
+        instances: dict[str, list[str]] = defaultdict(list)
+        for inst, v in variant_of.items():
+            instances[v].append(inst)
+        costs: dict[str, dict[str, float]] = {s: {} for s in refs}
+        gaps: dict[str, dict[str, float]] = {m: {} for m in models}
+        infeasible: dict[str, dict[str, int]] = {s: {} for s in [*refs, *models]}
+        for v in variants:
+            for s in [*refs, *models]:
+                ran = [i for i in instances[v] if (i, s) in cost]
+                ok = [i for i in ran if cost[(i, s)] is not None]
+                infeasible[s][v] = len(ran) - len(ok)
+                if s in costs:
+                    costs[s][v] = _mean([cost[(i, s)] for i in ok])
+                else:
+                    gaps[s][v] = _mean(
+                        [100.0 * (cost[(i, s)] / best[i] - 1.0) for i in ok if best.get(i)]  # type: ignore[operator]
+                    )
+        groups: dict[str, dict[str, float]] = {}
+        members: dict[str, dict[str, list[str]]] = {}
+        for m in models:
+            own = set(trained.get(m, ()))
+            members[m] = {
+                "trained": [v for v in variants if v in own],
+                "zero-shot": [v for v in variants if v in core and v not in own],
+                "extended": [v for v in variants if v not in core and v not in own],
+            }
+            groups[m] = {g: _mean([gaps[m][v] for v in vs]) for g, vs in members[m].items() if vs}
+        marked = set(trained.get(models[0], ())) if models else set()
+        n_of = {r["instance"]: r["n"] for r in rs}
+        sizes = sorted({int(n_of[i]) for i in variant_of if str(n_of[i]).isdigit()})
+        budget = label + ("" if label.endswith("/100") else " s")
+        head = (
+            f"{'variant':<13}{'n':>6}"
+            + "".join(f"{s[:14]:>15}" for s in refs)
+            + "".join(f"{m[:14]:>15}" for m in models)
+            + "   infeasible"
+        )
+        lines = [
+            f"variants at {budget} ({len(variant_of)} instances"
+            + (f", n={'/'.join(map(str, sizes))}" if sizes else "")
+            + f"): mean cost of {', '.join(refs) or '(no reference)'}; "
+            "model columns: mean gap % to the best reference plan",
+            head,
+            "-" * len(head),
+        ]
+        for v in variants:
+            ns = sorted({str(n_of[i]) for i in instances[v]})
+            lines.append(
+                f"{v + ('*' if v in marked else ''):<13}{'/'.join(ns):>6}"
+                + "".join(_fw(costs[s][v], 15, 4) for s in refs)
+                + "".join(_fw(gaps[m][v], 15, 2) for m in models)
+                + "   "
+                + "/".join(str(infeasible[s][v]) for s in infeasible)
+            )
+        lines.append("-" * len(head))
+        for m in models:
+            text = "  ".join(
+                f"{g} {_fw(x, 6, 2)}% ({len(members[m][g])})" for g, x in groups[m].items()
+            )
+            lines.append(f"avg {m}: {text}")
+        lines.append(
+            f"(infeasible: {'/'.join(infeasible)}"
+            + (f"; * = trained variants of {models[0]}" if marked else "")
+            + ")"
+        )
+        for m in models:
+            g = groups[m]
+            lines.append(
+                f"RESULT model={m} budget={label} trained_gap={g.get('trained', math.nan):.3f} "
+                f"zeroshot_gap={g.get('zero-shot', math.nan):.3f}"
+                + (f" extended_gap={g['extended']:.3f}" if "extended" in g else "")
+            )
+        out.append(
+            VariantTable(
+                label,
+                "\n".join(lines),
+                tuple(refs),
+                tuple(models),
+                tuple(variants),
+                costs,
+                gaps,
+                groups,
+                infeasible,
+            )  # fmt: skip
+        )
+    return out
+
+
+def trained_variants(model: str | Path) -> tuple[str, ...] | None:
+    """The variants a multi-variant checkpoint was trained on (its ``train.variants``; all 16
+    core variants when it names none), or None for a checkpoint of another problem."""
+    from nco.checkpoints import resolve_checkpoint
+    from nco.envs import mtvrp
+    from nco.solvers import checkpoint_info
+
+    info = checkpoint_info(resolve_checkpoint(model))
+    if info.get("problem") != "mtvrp":
+        return None
+    raw = (info.get("train") or {}).get("variants")
+    if not raw:
+        return mtvrp.VARIANT_NAMES  # trained on the default generator: the 16 core variants
+    names = raw.split(",") if isinstance(raw, str) else list(raw)
+    return tuple(mtvrp.ALL_VARIANT_NAMES[mtvrp.variant_index(n.strip())] for n in names)
+
+
+def _row_variant(row: dict[str, Any]) -> str:
+    """A row's variant: its ``variant`` column, else the variant named in a generated mtvrp
+    instance's name (``mtvrp50-VRPTW-uniform-s1-0003``), else its problem in capitals."""
+    v = str(row.get("variant") or "")
+    if v:
+        return v
+    parts = str(row["instance"]).split("-")
+    if str(row.get("problem")) == "mtvrp" and len(parts) > 1:
+        return parts[1]
+    return str(row.get("problem", "")).upper()
+
+
+def _fw(x: float, width: int, digits: int) -> str:
+    return f"{x:{width}.{digits}f}" if math.isfinite(x) else f"{'-':>{width}}"
 
 
 def job_dict(job: Job) -> dict[str, Any]:

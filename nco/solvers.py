@@ -108,6 +108,9 @@ ENCODER_PRIOR = 3e-8
 
 _HYBRID_BACKENDS = ("pyvrp", "ortools")
 
+#: A plan: routes and each route's depot node (None for single-depot instances).
+_Plan: TypeAlias = "tuple[list[list[int]], list[int] | None]"
+
 
 # ---------------------------------------------------------------------------------- errors
 class ModelNotFoundError(SolverError, FileNotFoundError):
@@ -117,12 +120,19 @@ class ModelNotFoundError(SolverError, FileNotFoundError):
 class ModelMismatchError(SolverError, ValueError):
     """A checkpoint trained on one problem was given an instance of another."""
 
-    def __init__(self, source: str, trained: str, instance: str, got: str) -> None:
+    def __init__(
+        self, source: str, trained: str, instance: str, got: str, variant: str | None = None
+    ) -> None:
         self.trained = trained
         self.problem = got
+        what = (
+            f"{got!r} ({variant}) instance"
+            if variant and variant != got.upper()
+            else f"{got!r} instance"
+        )
         super().__init__(
             f"neural: checkpoint {source} was trained on problem {trained!r}, but instance "
-            f"{instance!r} is a {got!r} instance; use a {got} checkpoint (or model=None to pick "
+            f"{instance!r} is a {what}; use a {got} checkpoint (or model=None to pick "
             "a shipped one)"
         )
 
@@ -234,18 +244,27 @@ def _key(sol: Solution) -> tuple[bool, float]:
 def _best_indices(instance: Instance, actions: np.ndarray, k: int = 1) -> list[int]:
     """Indices of the ``k`` best distinct of M action sequences [M, T] by cost in instance units.
 
-    Candidates that use more routes than the instance's fleet are ranked after those that fit.
+    Depots are nodes ``0..num_depots-1``: an arc into a depot costs 0 from another depot (a
+    multi-depot switch or padding) and on open routes (no return leg). Candidates that use
+    more routes than the instance's fleet (in all, or from one depot) are ranked after those
+    that fit.
     """
     d = instance.distance
     if instance.has_depot:
+        nd = instance.num_depots
         z = np.zeros((actions.shape[0], 1), dtype=np.int64)
         seq = np.concatenate([z, actions, z], 1)
         frm, to = seq[:, :-1], seq[:, 1:]
-        arc = np.where((frm == 0) & (to == 0), 0.0, d[frm, to])
-        cost = arc.sum(1)
+        free = (to < nd) & ((frm < nd) | instance.open_routes)
+        cost = np.where(free, 0.0, d[frm, to]).sum(1)
+        ends = (frm >= nd) & (to < nd)  # a route ends where a customer is followed by a depot
         over = np.zeros(len(seq), dtype=bool)
         if instance.num_vehicles is not None:
-            over = ((frm != 0) & (to == 0)).sum(1) > instance.num_vehicles
+            over |= ends.sum(1) > instance.num_vehicles
+        per_depot = instance.vehicles_per_depot
+        if per_depot is not None:
+            for dep in range(nd):
+                over |= (ends & (to == dep)).sum(1) > per_depot[dep]
     else:
         tour = actions[:, : instance.num_nodes]
         seq = np.concatenate([tour, tour[:, :1]], 1)
@@ -266,10 +285,39 @@ def _best_indices(instance: Instance, actions: np.ndarray, k: int = 1) -> list[i
     return out
 
 
+def _split_tour(
+    problem: Any, instance: Instance, tour: Sequence[int]
+) -> tuple[list[list[int]], list[int] | None]:
+    """An action sequence -> (routes, each route's depot node or None for one depot)."""
+    if instance.num_depots > 1:
+        routes, depots = problem.tours_to_depot_routes(list(tour), instance.num_depots)
+        return routes, [int(d) for d in depots]
+    return problem.tours_to_routes(list(tour)), None
+
+
+def _refine_refusal(instance: Instance) -> str | None:
+    """Why :func:`refine_routes` cannot refine ``instance`` (the constraints its local search
+    does not model, named), or None when it can."""
+    missing = []
+    if instance.num_depots > 1:
+        missing.append("several depots (MD)")
+    if instance.open_routes:
+        missing.append("open routes (O)")
+    if instance.backhaul is not None:
+        missing.append("mixed backhauls (MB)" if instance.mixed_backhaul else "backhauls (B)")
+    if instance.max_distance is not None:
+        missing.append("distance limits (L)")
+    if instance.max_duration is not None:
+        missing.append("duration limits (L)")
+    if not missing:
+        return None
+    return "local search does not model " + ", ".join(missing)
+
+
 #: Improving moves per local-search call when refining against a deadline (the kernel cannot
 #: watch the clock, so it is called in slices of this many moves until it converges or time
 #: is up).
-LS_SLICE = 256
+LS_SLICE = 128
 
 #: Share of a time limit the construction may use when the solution is refined afterwards.
 REFINE_SPLIT = 0.75
@@ -284,9 +332,16 @@ def refine_routes(
     (callers still compare with the instance's checker and cost, see :class:`NeuralSolver`).
     With a ``deadline`` (a ``time.perf_counter()`` value) the search runs in slices of
     :data:`LS_SLICE` moves and stops after the slice that passes it.
+
+    Raises ``ValueError`` naming the constraints for variant instances whose constraints the
+    kernel does not model (several depots, open routes, backhauls, distance or duration
+    limits): a search that ignored them could return plans that break them.
     """
     from nco.kernels.local_search import local_search_tsp, local_search_vrp, neighbour_lists
 
+    refusal = _refine_refusal(instance)
+    if refusal is not None:
+        raise ValueError(f"refine: {instance.name!r} is a {instance.variant} instance; {refusal}")
     problem = get_problem(instance.problem)
     nb = neighbour_lists(instance.distance, min(20, max(1, instance.num_nodes - 1)))
     moves = 10_000 if deadline is None else LS_SLICE
@@ -367,6 +422,27 @@ class NeuralSolver:
     construction gets :data:`REFINE_SPLIT` of the limit and the local search the rest. The call
     returns within ``time_limit`` plus :func:`~nco.baselines.time_tolerance`.
 
+    Variants (``instance.problem == "mtvrp"``: backhauls, open routes, route limits, time
+    windows, several depots) are solved by the multi-variant checkpoints (``mtvrp50``,
+    ``mtvrp50moe``), converted by the problem's ``from_instance``; a multi-depot plan keeps each
+    route's depot (``Solution.route_depots``). An mtvrp checkpoint also takes CVRP and CVRPTW
+    instances (its CVRP and VRPTW variants); a checkpoint of another problem refuses variant
+    instances (:class:`ModelMismatchError`). A variant with an attribute none of the
+    checkpoint's training variants had (for ``mtvrp50``: mixed backhauls, several depots) is
+    solved zero-shot with a warning. An instance with an attribute the network
+    cannot represent (a duration limit with time windows or service times,
+    ``VEHICLES_MAX_DURATION``) is refused with an :class:`~nco.baselines.UnsupportedProblemError`
+    naming it (:meth:`refusal` says so without solving). The vehicle counts of a file (also
+    per depot) are not modelled by the network: plans that fit them are preferred, and the
+    checker has the last word.
+
+    ``refine=True`` on a variant whose constraints the local search does not model (several
+    depots, open routes, backhauls, distance or duration limits) skips the refinement and
+    returns the constructed plan with ``metadata["refine_skipped"]`` naming the constraints,
+    e.g. ``"local search does not model backhauls (B)"`` (the construction then has the whole
+    time limit); it does not raise, so the hybrid still runs. Refined plans are re-checked and kept only when no worse (feasibility first,
+    then cost) than the constructed one.
+
     Raises
     ------
     ModelNotFoundError
@@ -423,6 +499,7 @@ class NeuralSolver:
         self._prepared: set[str] = set()
         self._quiet = False
         self._warned: set[tuple[str, int]] = set()
+        self._warned_variants: set[tuple[str, str]] = set()
         self._source: str | None = None
         if isinstance(model, tuple):
             policy, info = model
@@ -453,11 +530,26 @@ class NeuralSolver:
         return None if self._fixed is None else dict(self._fixed[1])
 
     def supports(self, problem: str) -> bool:
-        """The fixed model's problem; with ``model=None`` every registered problem (solving
-        raises :class:`ModelNotFoundError` when no checkpoint is shipped for it)."""
+        """The fixed model's problem (and the problems its problem accepts, e.g. an mtvrp
+        checkpoint takes CVRP and CVRPTW); with ``model=None`` every registered problem
+        (solving raises :class:`ModelNotFoundError` when no checkpoint is shipped for it)."""
         if self._fixed is not None:
-            return problem == self._fixed[1]["problem"]
+            trained = str(self._fixed[1]["problem"])
+            return problem == trained or problem in get_problem(trained).accepts
         return problem in available() and get_problem(problem).file_io
+
+    def refusal(self, instance: Instance) -> str | None:
+        """Why the network cannot represent ``instance`` (naming the attribute, e.g.
+        ``VEHICLES_MAX_DURATION``), or None when it can. Loads the model (checkpoint choice
+        and problem check); raises as :meth:`solve` for a missing or mismatched model."""
+        from nco.envs import InstanceError
+
+        _, _, info = self._model(instance)
+        try:
+            get_problem(info["problem"]).from_instance(instance)
+        except InstanceError as err:
+            return f"the network cannot represent {instance.name!r} ({instance.variant}): {err}"
+        return None
 
     # ------------------------------------------------------------------ model per instance
     def _model(self, instance: Instance) -> tuple[str, AttentionPolicy, dict[str, Any]]:
@@ -468,13 +560,26 @@ class NeuralSolver:
             path = select_checkpoint(instance.problem, instance.num_customers)
             policy, info = _load(path, self.device)
             source = str(path)
-        if info["problem"] != instance.problem:
-            raise ModelMismatchError(source, info["problem"], instance.name, instance.problem)
+        trained = str(info["problem"])
+        if instance.problem != trained and instance.problem not in get_problem(trained).accepts:
+            raise ModelMismatchError(
+                source, trained, instance.name, instance.problem, instance.variant
+            )
+        return source, policy, info
+
+    def _warn(self, source: str, info: dict[str, Any], instance: Instance) -> None:
+        """Warn once per checkpoint and size (far outside its training sizes) and per
+        checkpoint and variant (outside its training variants)."""
+        if self._quiet:
+            return
         key = (source, instance.num_customers)
-        if not self._quiet and key not in self._warned:
+        if key not in self._warned:
             self._warned.add(key)
             _warn_size(source, info, instance)
-        return source, policy, info
+        vkey = (source, ",".join(_untrained_attributes(info, instance)))
+        if vkey not in self._warned_variants:
+            self._warned_variants.add(vkey)
+            _warn_variant(source, info, instance)
 
     def prepare(self, instance: Instance) -> None:
         """Load the model for ``instance`` and solve one tiny generated instance of its problem
@@ -483,9 +588,10 @@ class NeuralSolver:
         the instance's size (:meth:`rollout_time`; once per size and process)."""
         self._quiet = True  # set-up only: the solve itself warns about the size
         try:
-            source, _, _ = self._model(instance)
+            source, _, info = self._model(instance)
             if source not in self._prepared:
-                problem = get_problem(instance.problem)
+                # the model's problem: an mtvrp network also solves CVRP and CVRPTW files
+                problem = get_problem(info["problem"])
                 td = problem.generator(num_loc=5)(1, seed=0)
                 self.solve_many([problem.to_instance(td[0], name="warm-up")])
                 self._prepared.add(source)
@@ -502,11 +608,11 @@ class NeuralSolver:
 
         from nco.policies.decoding import DecodeTimeout, estimated_steps
 
-        source, policy, _ = self._model(instance)
+        source, policy, info = self._model(instance)
         key = (source, self.device, torch.get_num_threads(), instance.num_nodes)
         if key in _STEP_COSTS:
             return _STEP_COSTS[key]
-        problem = get_problem(instance.problem)
+        problem = get_problem(info["problem"])
         td = problem.generator(num_loc=instance.num_customers)(1, seed=0).to(self.device)
         env = self._env(problem.name, instance.num_customers)
         cfg = self._decode
@@ -604,17 +710,23 @@ class NeuralSolver:
         time_limit: float | None = None,
         seed: int = 0,
         initial_routes: list[list[int]] | None = None,
+        initial_depots: Sequence[int] | None = None,
     ) -> Solution:
         """Construct (and optionally refine) a solution; see :class:`~nco.baselines.Solver`.
 
         ``time_limit`` (None = no limit) bounds the whole call: the construction runs in rounds
         that fit it (see the class) and the refinement is skipped when no time is left.
         ``initial_routes``, when given and better, are returned instead
-        (``metadata["returned_initial"]``). ``seed`` seeds the sampling strategies and the
-        choice of starts when fewer than all are decoded.
+        (``metadata["returned_initial"]``); ``initial_depots[k]`` is initial route k's depot
+        (multi-depot instances). ``seed`` seeds the sampling strategies and the choice of
+        starts when fewer than all are decoded.
         """
         return self.solve_many(
-            [instance], time_limit=time_limit, seed=seed, initial_routes=[initial_routes]
+            [instance],
+            time_limit=time_limit,
+            seed=seed,
+            initial_routes=[initial_routes],
+            initial_depots=[initial_depots],
         )[0]
 
     def solve_many(
@@ -624,13 +736,19 @@ class NeuralSolver:
         time_limit: float | None = None,
         seed: int = 0,
         initial_routes: Sequence[list[list[int]] | None] | None = None,
+        initial_depots: Sequence[Sequence[int] | None] | None = None,
     ) -> list[Solution]:
         """Solve many instances of one problem with batched forward passes.
 
-        Instances are grouped by checkpoint and node count (one forward pass per group and
-        ``batch_size`` chunk); results come back in input order. Each solution's ``runtime``
-        is its share of its group's decoding time plus its own refinement time
-        (``metadata["batch_runtime"]`` holds the group's decoding time).
+        Instances are grouped by checkpoint, node count and number of depots (one forward pass
+        per group and ``batch_size`` chunk); results come back in input order. Each solution's
+        ``runtime`` is its share of its group's decoding time plus its own refinement time
+        (``metadata["batch_runtime"]`` holds the group's decoding time). ``initial_depots``
+        (one entry per instance, parallel to ``initial_routes``) gives the initial routes'
+        depots of multi-depot instances.
+
+        Raises :class:`~nco.baselines.UnsupportedProblemError` for an instance the network
+        cannot represent (see :meth:`refusal`).
         """
         import torch
 
@@ -646,22 +764,37 @@ class NeuralSolver:
         inits = list(initial_routes) if initial_routes is not None else [None] * len(insts)
         if len(inits) != len(insts):
             raise ValueError("neural: initial_routes must have one entry per instance")
-        problem = get_problem(problems[0])
+        init_deps = list(initial_depots) if initial_depots is not None else [None] * len(insts)
+        if len(init_deps) != len(insts):
+            raise ValueError("neural: initial_depots must have one entry per instance")
         models: list[tuple[str, AttentionPolicy, dict[str, Any]]] = [self._model(i) for i in insts]
-        tds = [problem.from_instance(i, device=self.device) for i in insts]
-        groups: dict[tuple[str, int, tuple[str, ...]], list[int]] = {}
+        # the problem the network was trained on (mtvrp also decodes CVRP and CVRPTW instances)
+        trained = sorted({str(m[2]["problem"]) for m in models})
+        if len(trained) > 1:
+            raise ValueError(
+                f"neural: a batch needs checkpoints of one problem, got {', '.join(trained)}"
+            )
+        problem = get_problem(trained[0])
+        tds = [_to_tensors(problem, i, self.device) for i in insts]
+        for inst, (source, _, info) in zip(insts, models):
+            self._warn(source, info, inst)
+        groups: dict[tuple[str, int, int, tuple[str, ...]], list[int]] = {}
         for k, (inst, td) in enumerate(zip(insts, tds)):
-            gkey = (models[k][0], inst.num_nodes, tuple(sorted(td.keys())))
+            gkey = (models[k][0], inst.num_nodes, inst.num_depots, tuple(sorted(td.keys())))
             groups.setdefault(gkey, []).append(k)
 
-        # the best constructed plan first, then (refine with polish > 1) the next best distinct
-        best_routes: list[list[list[list[int]]]] = [[] for _ in insts]
-        top = self.polish if self.refine else 1
+        # the best constructed plan first, then (refine with polish > 1) the next best distinct,
+        # each as (routes, route depots or None)
+        best_routes: list[list[_Plan]] = [[] for _ in insts]
+        # a variant the local search does not model is not refined: its construction gets the
+        # whole time limit
+        refining = self.refine and any(_refine_refusal(i) is None for i in insts)
+        top = self.polish if refining else 1
         share: list[float] = [0.0] * len(insts)
         batch_time: list[float] = [0.0] * len(insts)
         deadline = None
         if time_limit is not None:
-            frac = REFINE_SPLIT if self.refine else 1.0 - FINISH_RESERVE
+            frac = REFINE_SPLIT if refining else 1.0 - FINISH_RESERVE
             deadline = t0 + time_limit * frac
         decode_meta: list[dict[str, Any]] = [{} for _ in insts]
         for idx in groups.values():
@@ -689,7 +822,7 @@ class NeuralSolver:
                         best_routes[k] = [_fallback_routes(insts[k])]
                         continue
                     best_routes[k] = [
-                        problem.tours_to_routes(found[j, m].tolist())
+                        _split_tour(problem, insts[k], found[j, m].tolist())
                         for m in _best_indices(insts[k], found[j], top)
                     ]
             dt = time.perf_counter() - tg
@@ -714,14 +847,20 @@ class NeuralSolver:
                 "embedded_by_mds": inst.coords is None,
                 **decode_meta[k],
             }
-            built = [Solution.from_routes(inst, r, solver=self.name) for r in best_routes[k]]
+            built = [
+                Solution.from_routes(inst, r, depots=dep, solver=self.name)
+                for r, dep in best_routes[k]
+            ]
             sol = built[0]
             meta["construction_cost"] = sol.cost
             if self.refine:
                 ls_end = None
                 if time_limit is not None:
                     ls_end = t0 + time_limit * (1.0 - FINISH_RESERVE)
-                if ls_end is not None and time.perf_counter() >= ls_end:
+                refusal = _refine_refusal(inst)
+                if refusal is not None:
+                    meta["refine_skipped"] = refusal
+                elif ls_end is not None and time.perf_counter() >= ls_end:
                     meta["refine_skipped"] = f"time limit {time_limit:g} s used by construction"
                 else:
                     refined_costs = []
@@ -748,7 +887,13 @@ class NeuralSolver:
                             sol = best_refined
             meta["returned_initial"] = False
             if inits[k]:
-                given = Solution.from_routes(inst, inits[k] or [], solver=self.name)
+                deps_k = init_deps[k]
+                given = Solution.from_routes(
+                    inst,
+                    inits[k] or [],
+                    depots=None if deps_k is None else list(deps_k),
+                    solver=self.name,
+                )
                 if _key(given) < _key(sol):
                     sol = given
                     meta["returned_initial"] = True
@@ -757,7 +902,12 @@ class NeuralSolver:
                 runtime = time.perf_counter() - t0
             out.append(
                 Solution.from_routes(
-                    inst, sol.routes, solver=self.name, runtime=runtime, metadata=meta
+                    inst,
+                    sol.routes,
+                    depots=sol.route_depots,
+                    solver=self.name,
+                    runtime=runtime,
+                    metadata=meta,
                 )
             )
         return out
@@ -938,17 +1088,113 @@ def _warn_size(source: str, info: dict[str, Any], instance: Instance) -> None:
     )
 
 
-def _fallback_routes(instance: Instance) -> list[list[int]]:
-    """The plan returned when the network could not finish one rollout in the time limit:
-    nearest neighbour (TSP, CVRP, CVRPTW), else one route per customer."""
+#: Attribute names of the variant flags (O, B, L, TW, M, MD), for the zero-shot warning.
+_ATTRIBUTES = (
+    "open routes (O)",
+    "backhauls (B)",
+    "route limits (L)",
+    "time windows (TW)",
+    "mixed backhauls (M)",
+    "several depots (MD)",
+)
+
+
+def _untrained_attributes(info: dict[str, Any], instance: Instance) -> list[str]:
+    """The attributes of ``instance``'s variant that none of the checkpoint's training
+    variants (``train.variants`` in its description) has; empty when it lists none."""
+    from nco.envs.mtvrp import VARIANTS
+
+    trained = [v for v in (info.get("train") or {}).get("variants") or () if v in VARIANTS]
+    have = VARIANTS.get(instance.variant)
+    if not trained or have is None:
+        return []
+    seen = [any(VARIANTS[v][i] for v in trained) for i in range(len(_ATTRIBUTES))]
+    return [a for a, h, s in zip(_ATTRIBUTES, have, seen) if h and not s]
+
+
+def _warn_variant(source: str, info: dict[str, Any], instance: Instance) -> None:
+    """Warn when ``instance`` has an attribute no training variant of the checkpoint had
+    (solved zero-shot; new combinations of trained attributes are not warned about)."""
+    import warnings
+
+    new = _untrained_attributes(info, instance)
+    if not new:
+        return
+    trained = ", ".join((info.get("train") or {}).get("variants") or ())
+    warnings.warn(
+        f"neural: {Path(source).stem} was trained on {trained}; {instance.name!r} "
+        f"({instance.variant}) has {' and '.join(new)}, never seen in training (zero-shot): "
+        "expect a larger gap",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _to_tensors(problem: Any, instance: Instance, device: str) -> Any:
+    """``problem.from_instance``, with an attribute the tensors cannot hold (an InstanceError
+    naming the field) turned into the solver's refusal."""
+    from nco.baselines import UnsupportedProblemError
+    from nco.envs import InstanceError
+
+    try:
+        return problem.from_instance(instance, device=device)
+    except InstanceError as err:
+        raise UnsupportedProblemError(
+            "neural",
+            instance.problem,
+            (problem.name, *problem.accepts),
+            f"the network cannot represent {instance.name!r} ({instance.variant}): {err}",
+        ) from err
+
+
+def _fallback_routes(instance: Instance) -> tuple[list[list[int]], list[int] | None]:
+    """The plan (routes, route depots or None) returned when the network could not finish one
+    rollout in the time limit: nearest neighbour (TSP, CVRP, CVRPTW), else one route per
+    customer, each from the nearest depot that can serve it alone (the checker judges the
+    result: a fleet too small for one route per customer makes it infeasible)."""
     from nco.baselines.nearest import nearest_neighbour_routes
 
     try:
-        return nearest_neighbour_routes(instance)
+        return nearest_neighbour_routes(instance), None
     except ValueError:
         if not instance.has_depot:
-            return [list(range(instance.num_nodes))]
-        return [[c] for c in range(1, instance.num_nodes)]
+            return [list(range(instance.num_nodes))], None
+    nd = instance.num_depots
+    customers = list(range(nd, instance.num_nodes))
+    depots = _serving_depots(instance)
+    return [[c] for c in customers], (depots if nd > 1 else None)
+
+
+def _serving_depots(instance: Instance) -> list[int]:
+    """For each customer (nodes ``num_depots..``), the depot whose round trip to it alone is
+    shortest among those that can serve it alone (windows, the depot's closing time unless
+    open, the distance and duration limits); depot 0 where none can."""
+    from nco.envs.mtvrp import route_duration
+
+    inst, d = instance, instance.distance
+    nd, n = inst.num_depots, inst.num_nodes
+    cust = np.arange(nd, n)
+    st = inst.service_time if inst.service_time is not None else np.zeros(n)
+    out_d = d[:nd, nd:]  # [D, C] depot -> customer
+    back = np.zeros_like(out_d) if inst.open_routes else d[nd:, :nd].T
+    ok = np.ones_like(out_d, dtype=bool)
+    tw = inst.time_windows
+    if tw is not None:
+        start = np.maximum(tw[:nd, :1] + out_d, tw[None, nd:, 0])
+        ok &= start <= tw[None, nd:, 1] + 1e-9
+        if not inst.open_routes:
+            ok &= start + st[None, nd:] + back <= tw[:nd, 1:2] + 1e-9
+    if inst.max_distance is not None:
+        ok &= out_d + back <= inst.max_distance + 1e-9
+    if inst.max_duration is not None:
+        for dep in range(nd):
+            for j, c in enumerate(cust):
+                if ok[dep, j]:
+                    dur = route_duration(d, tw, st, dep, [int(c)], inst.open_routes)
+                    ok[dep, j] = dur <= inst.max_duration + 1e-9
+    trip = np.where(ok, out_d + back, np.inf)
+    best = trip.argmin(0)
+    return [int(b) if np.isfinite(trip[b, j]) else 0 for j, b in enumerate(best)]
 
 
 # ---------------------------------------------------------------------------------- hybrid
@@ -980,6 +1226,11 @@ class HybridSolver:
     the best checked plan among everything the call produced (network, backend), so never worse
     than any of them. ``metadata["summary"]`` says in one line what ran for how long and what
     was skipped (``nco solve`` prints it).
+
+    Variant instances (``"mtvrp"``) warm-start the backend with the network's routes and, for
+    several depots, their depots (``initial_depots``). An instance the network cannot represent
+    (:meth:`NeuralSolver.refusal`, e.g. a duration limit with time windows) is solved by the
+    backend alone with the whole budget, ``metadata["neural_skipped"]`` saying why.
 
     The network runs on ``threads`` torch threads (default 1, as the backends): a multi-threaded
     torch process that shares its cores with other busy processes slows down many times, which
@@ -1052,6 +1303,8 @@ class HybridSolver:
         """One-time set-up for ``instance``'s model and size (see :meth:`NeuralSolver.prepare`),
         with the network's thread count. :meth:`solve` does it too, inside its budget: call this
         first to keep it out."""
+        if self.neural.refusal(instance) is not None:
+            return  # the backend solves it alone (see solve)
         with _torch_threads(self.threads):
             self.neural.prepare(instance)
 
@@ -1062,18 +1315,24 @@ class HybridSolver:
         time_limit: float,
         seed: int = 0,
         initial_routes: list[list[int]] | None = None,
+        initial_depots: Sequence[int] | None = None,
     ) -> Solution:
-        """Network warm start, then the backend for the rest of ``time_limit`` seconds."""
+        """Network warm start, then the backend for the rest of ``time_limit`` seconds.
+
+        ``initial_depots[k]`` is initial route k's depot (multi-depot instances)."""
         check_time_limit(self.name, time_limit)
         t0 = time.perf_counter()
         deadline = t0 + time_limit
+        refused = self.neural.refusal(instance)
         with _torch_threads(self.threads):
             # set-up not done by prepare() before (model loading, compilation, measuring the
             # step cost at this size) counts, and the network's share is of what it leaves
-            self.neural.prepare(instance)
+            if refused is None:
+                self.neural.prepare(instance)
             share = self.neural_share * (deadline - time.perf_counter())
-            fits = share * (REFINE_SPLIT if self.neural.refine else 1.0 - FINISH_RESERVE)
-            est = self.neural.rollout_time(instance)
+            refining = self.neural.refine and _refine_refusal(instance) is None
+            fits = share * (REFINE_SPLIT if refining else 1.0 - FINISH_RESERVE)
+            est = None if refused is not None else self.neural.rollout_time(instance)
             meta: dict[str, Any] = {
                 "backend": self.backend_name,
                 "time_limit": time_limit,
@@ -1086,7 +1345,9 @@ class HybridSolver:
                 "returned": self.backend_name,
             }
             warm: Solution | None = None
-            if est is not None and est > fits:
+            if refused is not None:
+                meta["neural_skipped"] = refused
+            elif est is not None and est > fits:
                 meta["neural_skipped"] = (
                     f"one rollout needs about {est:.2f} s, more than the network's share "
                     f"({max(fits, 0.0):.2f} s of {time_limit:g} s)"
@@ -1094,7 +1355,11 @@ class HybridSolver:
             else:
                 tn = time.perf_counter()
                 warm = self.neural.solve(
-                    instance, time_limit=share, seed=seed, initial_routes=initial_routes
+                    instance,
+                    time_limit=share,
+                    seed=seed,
+                    initial_routes=initial_routes,
+                    initial_depots=initial_depots,
                 )
                 meta["neural_time"] = time.perf_counter() - tn
                 meta["neural_cost"] = warm.cost
@@ -1108,11 +1373,14 @@ class HybridSolver:
                         "construction_cost", "refined_cost", "polished", "construction_stopped",
                     )
                 )  # fmt: skip
-        start = (
-            [list(r) for r in warm.routes]
-            if warm is not None and warm.feasible
-            else ([list(r) for r in initial_routes] if initial_routes else None)
-        )
+        start: list[list[int]] | None = None
+        start_depots: list[int] | None = None
+        if warm is not None and warm.feasible:
+            start = [list(r) for r in warm.routes]
+            start_depots = None if warm.route_depots is None else list(warm.route_depots)
+        elif initial_routes:
+            start = [list(r) for r in initial_routes]
+            start_depots = None if initial_depots is None else [int(d) for d in initial_depots]
         best = warm
         remaining = deadline - time.perf_counter()
         if remaining < MIN_BACKEND_TIME and warm is not None:
@@ -1121,12 +1389,16 @@ class HybridSolver:
         else:
             tb = time.perf_counter()
             meta["warm_start"] = start is not None
+            extra: dict[str, Any] = {}
+            if start_depots is not None and instance.num_depots > 1:
+                extra["initial_depots"] = start_depots
             try:
                 found = self.backend.solve(
                     instance,
                     time_limit=max(remaining, 0.01),
                     seed=seed,
                     initial_routes=start,
+                    **extra,
                 )
             except SolverFailedError as err:
                 if warm is None or not warm.feasible:
@@ -1145,6 +1417,7 @@ class HybridSolver:
         return Solution.from_routes(
             instance,
             best.routes,
+            depots=best.route_depots,
             solver=self.name,
             runtime=time.perf_counter() - t0,
             metadata=meta,

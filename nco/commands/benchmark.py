@@ -7,11 +7,22 @@ Examples::
     nco benchmark --problem cvrp --size 100 --num 100 --seed 1234 --solvers hgs,pyvrp \\
         --time-limits 1 --reference pyvrp:5 --workers 2 --out runs/cvrp100
 
-Multi-variant VRP (tensor-only test sets; one table of every variant, models as columns of
-gaps to the best of PyVRP / OR-Tools; see ``nco.mtvrp_benchmark``)::
+Variant files with their sets' distance conventions (Gehring-Homberger: one-decimal
+truncation; MDVRPTW: PyVRP's ``round_func="exact"``, i.e. EUC_2D on coordinates x 1000)::
+
+    nco benchmark vrptw-gh1000 --edge-weight SOLOMON --solvers pyvrp,ortools --time-per-100 1 --out runs/gh
+    nco benchmark mdvrptw --edge-weight EUC_2D --scale 1000 --solvers pyvrp --out runs/md
+
+Multi-variant VRP: the same ``--num`` instances in every variant of ``--variants``, written as
+files (``instances/mtvrp50-VRPTW-uniform-s1234-0007.vrp``), solved by the same runner, plus the
+per-variant table (``table.txt``: every variant's mean cost per reference solver and each model's
+mean gap to the best reference plan, averaged over trained, zero-shot and M/MD variants).
+Several checkpoints: ``--model A,B`` turns ``neural`` into the labels ``neural@A`` and
+``neural@B`` (rows keyed by label, each resumed on its own; ``neural@NAME`` in ``--solvers``
+works too)::
 
     nco benchmark --problem mtvrp --size 50 --num 1000 --variants core \\
-        --solvers pyvrp,ortools,neural --model runs/mtvrp-pomo,runs/mtvrp-moe --out runs/mtvrp50
+        --solvers pyvrp,ortools,neural --model mtvrp50,mtvrp50moe --time-limits 0.25 --out runs/mtvrp50
 """
 
 from __future__ import annotations
@@ -27,9 +38,6 @@ __all__ = ["add_parser", "configure", "main", "run"]
 
 PROG = "nco benchmark"
 
-#: Solvers that take ``--model``.
-_MODEL_SOLVERS = ("neural", "hybrid")
-
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the benchmark arguments to a parser."""
@@ -40,7 +48,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--problem", help="tsp, cvrp, cvrptw or mtvrp")
     g.add_argument(
         "--variants",
-        default="core",
+        default=None,
         help="mtvrp only: core (16), all (48, with M and MD), train (MVMoE's 6) or a "
         "comma-separated list; default core",
     )
@@ -63,15 +71,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--solvers",
         default="ortools,hgs,pyvrp",
-        help="comma-separated solver names (ortools, hgs, pyvrp, neural, hybrid; NAME+ls adds "
-        "the local search, e.g. neural+ls); default ortools,hgs,pyvrp",
+        help="comma-separated solver labels (ortools, hgs, pyvrp, neural, hybrid; NAME+ls adds "
+        "the local search, e.g. neural+ls; NAME@MODEL names a checkpoint, e.g. neural@mtvrp50); "
+        "default ortools,hgs,pyvrp",
     )
     p.add_argument(
         "--model",
         default=None,
         help="checkpoint for the neural and hybrid solvers: a file, a run directory or a shipped "
         "name (e.g. cvrp100); default: the shipped checkpoint nearest in size per instance. "
-        "mtvrp: a comma-separated list, one table column each",
+        "A comma-separated list benchmarks each: neural becomes neural@NAME per checkpoint "
+        "(NAME: the run directory's name or the file's stem)",
     )
     p.add_argument("--time-limits", default="1", help="comma-separated seconds per run; default 1")
     p.add_argument(
@@ -99,6 +109,21 @@ def configure(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="only instances with at most this many customers",
+    )
+    p.add_argument(
+        "--edge-weight",
+        default=None,
+        metavar="CONVENTION",
+        help="DIR only: distance convention replacing the files' EDGE_WEIGHT_TYPE, e.g. SOLOMON "
+        "(one-decimal truncation) for the Gehring-Homberger files (see nco.envs.load)",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="DIR only: factor on coordinates, times and route limits before the convention, "
+        "e.g. 1000 with --edge-weight EUC_2D for the MDVRPTW files; default 1",
     )
     p.add_argument(
         "--out",
@@ -131,36 +156,47 @@ def _floats(text: str, what: str) -> list[float]:
     return vals
 
 
-def _run_mtvrp(args: argparse.Namespace, solvers: list[str], time_limits: list[float]) -> int:
-    from nco.mtvrp_benchmark import parse_variants, run_mtvrp_benchmark
+def _labels(solvers: list[str], models: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Solver labels and their options: one ``--model`` goes to every plain neural/hybrid label;
+    several turn each into ``NAME@LABEL`` per checkpoint."""
+    from nco.benchmark import MODEL_SEP, MODEL_SOLVERS, model_label, solver_spec
 
-    if args.dir is not None:
-        raise ValueError("mtvrp instances are generated (tensor-only): give --problem, not DIR")
-    if len(time_limits) != 1:
-        raise ValueError(f"--time-limits: mtvrp takes one limit, got {args.time_limits!r}")
-    unknown = [s for s in solvers if s not in ("pyvrp", "ortools", "neural")]
-    if unknown:
+    plain = [s for s in solvers if solver_spec(s)[0] in MODEL_SOLVERS and MODEL_SEP not in s]
+    if models and not plain:
         raise ValueError(
-            f"solver(s) {', '.join(unknown)} not available for mtvrp; expected pyvrp, ortools, neural"
+            "--model applies to the neural and hybrid solvers, and neither is in --solvers "
+            "without a model of its own"
         )
-    models = [m.strip() for m in (args.model or "").split(",") if m.strip()]
-    if ("neural" in solvers) != bool(models):
-        raise ValueError("mtvrp: --solvers neural needs --model CKPT[,CKPT...] and vice versa")
-    run_mtvrp_benchmark(
-        variants=parse_variants(args.variants),
-        size=args.size,
-        num=args.num if args.first is None else min(args.num, args.first),
-        seed=args.seed,
-        solvers=[s for s in solvers if s != "neural"],
-        time_limit=time_limits[0],
-        workers=args.workers,
-        models=models,
-        out=args.out,
-    )
-    print(
-        f"results: {args.out / 'results.csv'}, {args.out / 'models.csv'}, {args.out / 'table.txt'}"
-    )
-    return 0
+    if len(models) <= 1:
+        return solvers, {s: {"model": models[0]} for s in plain} if models else {}
+    names = [model_label(m) for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--model: checkpoints need distinct names, got {', '.join(names)}")
+    labels: list[str] = []
+    options: dict[str, dict[str, Any]] = {}
+    for s in solvers:
+        if s not in plain:
+            labels.append(s)
+            continue
+        for m, name in zip(models, names):
+            label = f"{s}{MODEL_SEP}{name}"
+            labels.append(label)
+            options[label] = {"model": m}
+    return labels, options
+
+
+def _trained(labels: list[str], options: dict[str, dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """{label: the training variants of its checkpoint} for the labels with a known model."""
+    from nco.benchmark import solver_spec, trained_variants
+
+    out = {}
+    for s in labels:
+        spec = {**solver_spec(s)[1], **options.get(s, {})}.get("model")
+        if spec is not None:
+            got = trained_variants(spec)
+            if got is not None:
+                out[s] = got
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -169,11 +205,13 @@ def _run(args: argparse.Namespace) -> int:
         format_budget_tables,
         format_summary,
         generate_instances,
+        load_options,
+        parse_variants,
         run_benchmark,
+        solver_spec,
         summarize,
+        variant_tables,
     )
-
-    from nco.benchmark import solver_spec
 
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     time_limits = _floats(args.time_limits, "--time-limits")
@@ -182,14 +220,16 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.out is None:
         raise ValueError("--out RUN_DIR is required")
-    if args.problem == "mtvrp":
-        if per_100:
-            raise ValueError("--time-per-100: mtvrp takes one limit in seconds (--time-limits)")
-        return _run_mtvrp(args, solvers, time_limits)
     if (args.dir is None) == (args.problem is None):
         raise ValueError(
             "give either an instance folder DIR or --problem (with --size/--num) for a generated set"
         )
+    if args.dir is None and (args.edge_weight is not None or args.scale != 1.0):
+        raise ValueError(
+            "--edge-weight and --scale apply to the files of DIR, not to a generated set"
+        )
+    if args.dir is not None and args.variants is not None:
+        raise ValueError("--variants applies to a generated mtvrp set (--problem mtvrp)")
     from nco.baselines import available_solvers
 
     bad = [s for s in solvers if solver_spec(s)[0] not in available_solvers()]
@@ -197,14 +237,15 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"unknown solver(s) {', '.join(bad) or '(none)'}; expected some of {', '.join(available_solvers())}"
         )
-    if args.model is not None and not any(solver_spec(s)[0] in _MODEL_SOLVERS for s in solvers):
-        raise ValueError(
-            "--model applies to the neural and hybrid solvers, and neither is in --solvers"
-        )
+    models = [m.strip() for m in (args.model or "").split(",") if m.strip()]
+    labels, options = _labels(solvers, models)
+    load = load_options(args.edge_weight, args.scale)
     if args.dir is not None:
         if not args.dir.exists():
             raise FileNotFoundError(f"{args.dir}: no such directory")
-        files = collect_instances(args.dir, max_customers=args.max_customers, first=args.first)
+        files = collect_instances(
+            args.dir, max_customers=args.max_customers, first=args.first, **load
+        )
     else:
         files = generate_instances(
             args.problem,
@@ -213,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
             args.seed,
             args.out / "instances",
             distribution=args.distribution,
+            variants=parse_variants(args.variants) if args.variants is not None else None,
         )
         if args.first is not None:
             files = files[: args.first]
@@ -221,18 +263,15 @@ def _run(args: argparse.Namespace) -> int:
         reference = "none"  # generated instances have no .sol files
     rows = run_benchmark(
         files,
-        solvers,
+        labels,
         time_limits,
         args.out,
         seed=args.seed,
         workers=args.workers,
         reference=reference,
-        solver_options={
-            s: {"model": args.model}
-            for s in solvers
-            if args.model and solver_spec(s)[0] in _MODEL_SOLVERS
-        },
+        solver_options=options,
         per_100=per_100,
+        load_options=load,
     )
     summary = summarize(rows)
     print(format_summary(summary))
@@ -240,7 +279,15 @@ def _run(args: argparse.Namespace) -> int:
 
     with atomic_write(args.out / "summary.md") as fh:
         fh.write(format_budget_tables(summary))
-    print(f"results: {args.out / 'results.csv'}, tables: {args.out / 'summary.md'}")
+    written = [args.out / "results.csv", args.out / "summary.md"]
+    if any(r["problem"] == "mtvrp" for r in rows):
+        tables = variant_tables(rows, trained=_trained(labels, options))
+        text = "\n\n".join(t.text for t in tables)
+        print(text)
+        with atomic_write(args.out / "table.txt") as fh:
+            fh.write(text + "\n")
+        written.append(args.out / "table.txt")
+    print(f"results: {', '.join(map(str, written))}")
     if not args.no_plot:
         from nco.plotting.gap_vs_time import plot_gap_vs_time
 

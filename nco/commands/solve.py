@@ -1,7 +1,15 @@
 """``nco solve``: solve instance files with a neural, hybrid or classical solver.
 
-Prints, per instance, the cost, the gap to the best-known cost (``--bks FILE`` or the ``.sol``
-next to the instance), feasibility and time, and writes a VRPLIB ``.sol`` (TSPLIB ``.tour``).
+Problems: TSP (.tsp), CVRP, CVRPTW (VRPLIB .vrp or Solomon .txt) and the VRP variants of
+PyVRP's VRPLIB dialect (backhauls strict or mixed, open routes, distance and duration limits,
+time windows, several depots with their vehicles). Prints, per instance, the cost, the gap to
+the best-known cost (``--bks FILE`` or the ``.sol`` next to the instance), feasibility and
+time, and writes a VRPLIB ``.sol`` (TSPLIB ``.tour``; multi-depot routes keep their depots).
+
+Solvers: pyvrp and ortools solve every problem, hgs TSP and CVRP only; neural and hybrid use
+the shipped checkpoint of the instance's problem (the variants: mtvrp50). The network cannot
+represent a duration limit with time windows (VEHICLES_MAX_DURATION, e.g. the MDVRPTW files):
+neural refuses such files, the hybrid gives the backend the whole budget.
 
 Examples::
 
@@ -9,6 +17,9 @@ Examples::
     nco solve data/X-n101-k25.vrp --solver hgs --time-limit 10 --out X-n101-k25.sol
     nco solve my.vrp --solver neural --model runs/cvrp50-pomo --out my.sol
     nco solve data/cvrplib-x/*.vrp --solver pyvrp --time-limit 5 --workers 2 --out sols/
+    nco solve vrpb/X-n524-50-k125.vrp --solver hybrid --time-limit 10
+    nco solve vrptw-gh1000/C1_10_1.vrp --edge-weight SOLOMON --time-limit 10
+    nco solve mdvrptw/PR11A.vrp --edge-weight EUC_2D --scale 1000 --time-limit 10
 """
 
 from __future__ import annotations
@@ -34,12 +45,14 @@ def configure(p: argparse.ArgumentParser) -> None:
         nargs="+",
         type=Path,
         metavar="INSTANCE",
-        help="instance files (.vrp, .tsp, Solomon .txt)",
+        help="instance files (.vrp, .tsp, Solomon .txt): TSP, CVRP, CVRPTW and the VRP "
+        "variants (VRPB, VRPMB, OVRP, VRPL, MDVRPTW, ...)",
     )
     p.add_argument(
         "--solver",
         default="pyvrp",
-        help="neural, hybrid (neural warm start + PyVRP), ortools, hgs or pyvrp (default pyvrp)",
+        help="neural, hybrid (neural warm start + PyVRP), ortools, hgs or pyvrp (default "
+        "pyvrp); pyvrp, ortools and hybrid solve every problem, hgs TSP and CVRP only",
     )
     p.add_argument(
         "--model",
@@ -49,6 +62,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--time-limit", type=float, default=10.0, help="seconds per instance; default 10"
+    )
+    p.add_argument(
+        "--edge-weight",
+        default=None,
+        metavar="CONVENTION",
+        help="distance convention replacing the VRPLIB files' EDGE_WEIGHT_TYPE, e.g. SOLOMON "
+        "(one-decimal truncation) for the Gehring-Homberger files, which state EUC_2D; one of "
+        "EUC_2D, CEIL_2D, ATT, GEO, MAN_2D, MAX_2D, SOLOMON, EXACT",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="VRPLIB files: multiply coordinates, times and route limits by FACTOR before the "
+        "convention, e.g. 1000 with --edge-weight EUC_2D for the MDVRPTW files (the units of "
+        "their best-known costs); default 1",
     )
     p.add_argument("--seed", type=int, default=0, help="solver seed; default 0")
     p.add_argument(
@@ -102,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
     import nco.envs as E
     import nco.solvers  # noqa: F401  (registers "neural" and "hybrid")
     from nco.baselines import available_solvers, get_solver
-    from nco.benchmark import load_bks, reference_cost_from_sol, solve_file
+    from nco.benchmark import load_bks, load_options, reference_cost_from_sol, solve_file
+    from nco.envs.instance import CONVENTIONS
 
     if args.plot is not None and len(args.instances) > 1:
         raise ValueError(
@@ -117,6 +148,14 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--time-limit must be positive, got {args.time_limit}")
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if not (args.scale > 0 and args.scale < float("inf")):
+        raise ValueError(f"--scale must be a positive number, got {args.scale}")
+    if args.edge_weight is not None:
+        args.edge_weight = args.edge_weight.upper()
+        if args.edge_weight not in CONVENTIONS or args.edge_weight == "EXPLICIT":
+            conv = ", ".join(c for c in CONVENTIONS if c != "EXPLICIT")
+            raise ValueError(f"--edge-weight must be one of {conv}, got {args.edge_weight!r}")
+    load = load_options(args.edge_weight, args.scale)
     if args.out is not None and len(args.instances) > 1 and args.out.suffix in (".sol", ".tour"):
         raise ValueError(f"--out {args.out}: give a folder when solving several instances")
     options: dict[str, Any] = {}
@@ -128,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     solver = get_solver(args.solver, **options)
     bks = load_bks(args.bks) if args.bks is not None else None
     # Load everything first: a bad file stops the command before any solving starts.
-    insts = [E.load(p) for p in args.instances]
+    insts = [E.load(p, **load) for p in args.instances]
     for inst in insts:
         if not solver.supports(inst.problem):
             if args.model:  # the cause only: the model is for another problem
@@ -136,13 +175,16 @@ def _run(args: argparse.Namespace) -> int:
                     f"--model {args.model} is not a {inst.problem} checkpoint ({inst.name} is a "
                     f"{inst.problem} instance)"
                 )
-            raise ValueError(
-                f"solver {args.solver!r} does not support {inst.problem!r} ({inst.name})"
+            what = (
+                f"{inst.problem!r} ({inst.variant})"
+                if inst.problem == "mtvrp"
+                else repr(inst.problem)
             )
+            raise ValueError(f"solver {args.solver!r} does not support {what} ({inst.name})")
     single = len(insts) == 1
     outs = [_out_path(args.out, inst.name, args.solver, inst.problem, single) for inst in insts]
     jobs = [
-        (str(p), args.solver, args.time_limit, args.seed, str(o), options)
+        (str(p), args.solver, args.time_limit, args.seed, str(o), options, load)
         for p, o in zip(args.instances, outs)
     ]
     total = len(jobs)
@@ -194,8 +236,7 @@ def _plot(row: dict[str, Any], inst: Any, png: Path) -> None:
         print(f"plot: skipped, no solution for {inst.name}")
         return
     sol_file = Path(row["solution_file"])
-    routes = E.read_solution(sol_file, inst)
-    sol = E.Solution.from_routes(inst, routes, solver=row["solver"])
+    sol = E.load_solution(sol_file, inst, solver=row["solver"])  # with each route's depot
     print(f"plot -> {save_route_plot(sol, png)}")
 
 

@@ -4,6 +4,7 @@ recomputation from the written files, runs resume, bad input exits 2."""
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -330,3 +331,195 @@ def test_solve_bad_input_exits_2(
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nco solve: error:") and message in err[0]
+
+
+# ---------------------------------------------------------------------------------- variants
+def test_mtvrp_files_are_the_same_instances_in_every_variant(tmp_path: Path) -> None:
+    from nco.benchmark import BenchmarkError, parse_variants
+
+    variants = ("CVRP", "VRPTW", "OVRPB", "MDVRP")
+    files = generate_instances("mtvrp", 7, 3, 4, tmp_path / "a", variants=variants)
+    assert [f.name for f in files[:4]] == [f"mtvrp7-{v}-uniform-s4-0000.vrp" for v in variants]
+    assert len(files) == 12  # instance-major: every variant of instance 0 first
+    insts = [E.load(f) for f in files]
+    assert [i.variant for i in insts] == list(variants) * 3
+    # the same customers in every variant (MD adds depots in front)
+    for k in range(3):
+        group = insts[4 * k : 4 * k + 4]
+        ref = group[0].coords[1:]
+        for inst in group[1:]:
+            np.testing.assert_allclose(inst.coords[inst.num_depots :], ref)
+    # a set without MD gives the very same files for the variants it shares
+    again = generate_instances("mtvrp", 7, 3, 4, tmp_path / "b", variants=("CVRP", "OVRPB"))
+    for f in again:
+        assert f.read_bytes() == (tmp_path / "a" / f.name).read_bytes()
+    assert len(parse_variants("core")) == 16 and len(parse_variants("all")) == 48
+    assert parse_variants("vrptw,ovrpb") == ("VRPTW", "OVRPB")
+    with pytest.raises(BenchmarkError, match="VRPX"):
+        parse_variants("CVRP,VRPX")
+    with pytest.raises(BenchmarkError, match="--variants applies to mtvrp"):
+        generate_instances("cvrp", 7, 1, 4, tmp_path / "c", variants=("CVRP",))
+
+
+def _row(inst, variant, solver, cost, feasible=True, n=10):
+    return {
+        "instance": inst, "problem": "mtvrp", "variant": variant, "n": str(n), "solver": solver,
+        "time_limit": "1", "time_per_100": "", "seed": "0", "cost": "" if cost is None else str(cost),
+        "feasible": str(feasible), "runtime": "1",
+    }  # fmt: skip
+
+
+def test_variant_tables_gaps_to_the_best_reference() -> None:
+    from nco.benchmark import variant_tables
+
+    rows = [
+        _row("a", "CVRP", "pyvrp", 10.0), _row("a", "CVRP", "ortools", 11.0),
+        _row("a", "CVRP", "neural@m", 11.0),
+        _row("b", "CVRP", "pyvrp", 20.0), _row("b", "CVRP", "ortools", 19.0),
+        _row("b", "CVRP", "neural@m", 20.9),
+        _row("c", "OVRP", "pyvrp", 5.0), _row("c", "OVRP", "ortools", 5.0, feasible=False),
+        _row("c", "OVRP", "neural@m", 6.0, feasible=False),
+        _row("d", "MDVRP", "pyvrp", 8.0), _row("d", "MDVRP", "ortools", 8.0),
+        _row("d", "MDVRP", "neural@m", 8.8),
+    ]  # fmt: skip
+    (t,) = variant_tables(rows, trained={"neural@m": ("CVRP",)})
+    assert t.label == "1" and t.references == ("pyvrp", "ortools") and t.models == ("neural@m",)
+    assert t.variants == ("CVRP", "OVRP", "MDVRP")  # mtvrp's order
+    assert t.costs["pyvrp"]["CVRP"] == pytest.approx(15.0)
+    assert math.isnan(t.costs["ortools"]["OVRP"]) and t.infeasible["ortools"]["OVRP"] == 1
+    assert t.gaps["neural@m"]["CVRP"] == pytest.approx((10.0 + 10.0) / 2)  # 11/10, 20.9/19
+    assert math.isnan(t.gaps["neural@m"]["OVRP"]) and t.infeasible["neural@m"]["OVRP"] == 1
+    assert t.groups["neural@m"]["trained"] == pytest.approx(10.0)
+    assert t.groups["neural@m"]["extended"] == pytest.approx(10.0)
+    assert math.isnan(t.groups["neural@m"]["zero-shot"])  # OVRP: no feasible model plan
+    lines = t.text.splitlines()
+    assert any(ln.startswith("CVRP*") for ln in lines)
+    assert any(ln.startswith("OVRP ") and ln.endswith("0/1/1") for ln in lines)
+    assert (
+        "RESULT model=neural@m budget=1 trained_gap=10.000 zeroshot_gap=nan extended_gap=10.000"
+        in lines
+    )
+    # references named explicitly; a row without a variant column takes it from its name
+    old = [{**r, "variant": ""} for r in rows[:3]]
+    old = [{**r, "instance": "mtvrp10-CVRP-uniform-s1-0000"} for r in old]
+    (t2,) = variant_tables(old, references=["ortools"])
+    assert t2.variants == ("CVRP",) and t2.models == ("pyvrp", "neural@m")
+    assert t2.gaps["pyvrp"]["CVRP"] == pytest.approx(100 * (10 / 11 - 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two tiny mtvrp checkpoints (trained on CVRP and VRPTW): a run and an exported copy."""
+    from nco.checkpoints import export_model, resolve_checkpoint
+    from tests.conftest import train_tiny_mtvrp
+
+    base = tmp_path_factory.mktemp("models")
+    run = train_tiny_mtvrp(base / "tiny-pomo", "pomo", size=6)
+    return run, export_model(resolve_checkpoint(run), base / "other.pt")
+
+
+def test_mtvrp_benchmark_several_checkpoints_table_and_resume(
+    tiny_models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pyvrp")
+    pytest.importorskip("ortools")
+    first, second = tiny_models
+    out = tmp_path / "mt"
+    argv = [
+        "--problem", "mtvrp", "--size", "6", "--num", "2", "--variants", "OVRP,VRPB,VRPMB,MDVRP",
+        "--solvers", "pyvrp,ortools,neural", "--time-limits", "0.3", "--out", str(out), "--no-plot",
+    ]  # fmt: skip
+    assert bench_cmd.main([*argv, "--model", f"{first},{second}"]) == 0
+    text = capsys.readouterr().out
+    rows = read_results(out / "results.csv")
+    labels = ["pyvrp", "ortools", "neural@tiny-pomo", "neural@other"]
+    assert sorted({r["solver"] for r in rows}) == sorted(labels)
+    assert len(rows) == 4 * 2 * 4 and all(r["feasible"] == "True" for r in rows), [
+        (r["solver"], r["error"], r["violations"]) for r in rows if r["feasible"] != "True"
+    ]
+    assert {r["variant"] for r in rows} == {"OVRP", "VRPB", "VRPMB", "MDVRP"}
+    assert {r["problem"] for r in rows} == {"mtvrp"}
+    assert {r["model"] for r in rows if r["solver"] == "neural@other"} == {str(second)}
+    table = (out / "table.txt").read_text()
+    assert table.strip() in text
+    result = [ln for ln in table.splitlines() if ln.startswith("RESULT")]
+    assert [ln.split()[1] for ln in result] == ["model=neural@tiny-pomo", "model=neural@other"]
+    assert all("zeroshot_gap=" in ln and "extended_gap=" in ln for ln in result)
+    # gaps agree with results.csv: model cost / best reference cost per instance
+    best: dict[str, float] = {}
+    for r in rows:
+        if r["solver"] in ("pyvrp", "ortools"):
+            best[r["instance"]] = min(best.get(r["instance"], math.inf), float(r["cost"]))
+    gaps = [
+        100 * (float(r["cost"]) / best[r["instance"]] - 1)
+        for r in rows
+        if r["variant"] == "VRPB" and r["solver"] == "neural@tiny-pomo"
+    ]
+    line = next(ln for ln in table.splitlines() if ln.startswith("VRPB "))
+    assert float(line.split()[4]) == pytest.approx(sum(gaps) / len(gaps), abs=0.006)
+    # a rerun solves nothing again; one more checkpoint runs only its own rows
+    assert bench_cmd.main([*argv, "--model", f"{first},{second}"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming: 32 of 32 runs already" in err
+    assert len(read_results(out / "results.csv")) == 32
+    assert bench_cmd.main([*argv, "--solvers", "pyvrp,neural@cvrp50,neural@mtvrp50"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming: 8 of 16 runs already" in captured.err
+    assert "solver 'neural@cvrp50' does not support 'mtvrp'" in captured.err
+    assert len(read_results(out / "results.csv")) == 40
+
+
+def test_mtvrp_checkpoint_on_the_cvrp_and_vrptw_variant_files(tmp_path: Path) -> None:
+    # a size no other test decodes (a calibration cached per size would hide the failure)
+    files = generate_instances("mtvrp", 9, 1, 2, tmp_path / "i", variants=("CVRP", "VRPTW"))
+    assert [E.load(f).problem for f in files] == ["cvrp", "cvrptw"]  # plain files stay plain
+    rows = run_benchmark(
+        files, ["neural@mtvrp50"], [0.5], tmp_path / "run", reference="none", progress=print
+    )
+    assert [r["variant"] for r in rows] == ["CVRP", "VRPTW"]
+    assert all(r["feasible"] == "True" for r in rows)
+
+
+def test_load_options_reach_every_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--edge-weight SOLOMON (one-decimal truncation) and --scale 1000 with EUC_2D are the
+    conventions every file, its .sol reference and its costs are read with."""
+    pytest.importorskip("pyvrp")
+    folder = tmp_path / "set"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 10, (7, 2)).round(3)
+    coords = "\n".join(f"{i + 1} {x} {y}" for i, (x, y) in enumerate(xy))
+    demand = "\n".join(f"{i + 1} {0 if i == 0 else 1}" for i in range(7))
+    (folder / "t1.vrp").write_text(
+        f"NAME : t1\nTYPE : CVRP\nDIMENSION : 7\nEDGE_WEIGHT_TYPE : EUC_2D\nCAPACITY : 3\n"
+        f"NODE_COORD_SECTION\n{coords}\nDEMAND_SECTION\n{demand}\nDEPOT_SECTION\n1\n-1\nEOF\n"
+    )
+    (folder / "t1.sol").write_text("Route #1: 1 2 3\nRoute #2: 4 5 6\nCost 0\n")
+    for flags, load in (
+        (["--edge-weight", "SOLOMON"], {"edge_weight": "SOLOMON"}),
+        (
+            ["--edge-weight", "EUC_2D", "--scale", "1000"],
+            {"edge_weight": "EUC_2D", "scale": 1000.0},
+        ),
+    ):
+        out = tmp_path / f"run{len(flags)}"
+        argv = [str(folder), *flags, "--solvers", "pyvrp", "--time-limits", "0.2"]
+        assert bench_cmd.main([*argv, "--out", str(out), "--no-plot"]) == 0
+        (row,) = read_results(out / "results.csv")
+        inst = E.load(folder / "t1.vrp", **load)
+        sol_routes = E.read_solution(out / row["solution_file"], inst)
+        assert float(row["cost"]) == pytest.approx(inst.route_cost(sol_routes), rel=1e-9)
+        ref = inst.route_cost([[1, 2, 3], [4, 5, 6]])
+        assert float(row["reference"]) == pytest.approx(ref, rel=1e-9)
+    plain = E.load(folder / "t1.vrp")
+    assert float(row["cost"]) > 100 * plain.route_cost(sol_routes)  # x1000 units
+    capsys.readouterr()
+    bad = [
+        ["--problem", "cvrp", "--edge-weight", "SOLOMON", "--out", str(tmp_path / "x")],
+        [str(folder), "--variants", "core", "--out", str(tmp_path / "x")],
+        ["--problem", "cvrp", "--variants", "core", "--out", str(tmp_path / "x")],
+        [str(folder), "--edge-weight", "NOPE", "--out", str(tmp_path / "x")],
+    ]
+    for argv in bad:
+        assert bench_cmd.main(argv) == 2, argv
+        assert capsys.readouterr().err.startswith("nco benchmark: error:")

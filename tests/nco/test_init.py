@@ -22,7 +22,6 @@ PUBLIC = {
     "read_solution",
     "solve",
     "solve_batch",
-    "solve_mtvrp",
 }
 
 
