@@ -97,7 +97,8 @@ takes CVRP and CVRPTW instances) and :func:`check_routes` checks routes in insta
 env's fleet is unlimited (as for CVRP): a file's vehicle counts, also per depot, are enforced
 by the checker only. A duration limit with time windows or service times has no tensor form
 (L limits length) and is refused by :func:`from_instance`. The classical references also solve
-the tensors directly: :mod:`nco.baselines.mtvrp` (PyVRP and OR-Tools, every attribute mapped).
+the tensors directly: ``nco.solve_batch(td, solver="pyvrp")`` (rows become Instances; PyVRP and OR-Tools map every
+attribute).
 """
 
 from __future__ import annotations
