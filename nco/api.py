@@ -117,6 +117,16 @@ def _as_instances(
     return [_as_instance(i) for i in instances]  # type: ignore[union-attr]
 
 
+def _build_solver(name: str, options: dict[str, Any]) -> Solver:
+    """``get_solver(name, **options)``, with options the solver does not take as a ValueError."""
+    try:
+        return get_solver(name, **options)
+    except TypeError as err:
+        raise ValueError(
+            f"solver {name!r} does not take the option(s) {', '.join(sorted(options))}: {err}"
+        ) from None
+
+
 def default_time_limit(instance: Instance, solver: Solver) -> float | None:
     """None (no limit) for the neural solver, else ``SECONDS_PER_100_NODES`` per 100 nodes
     (at least 1 s)."""
@@ -163,12 +173,7 @@ def solve(
     if isinstance(solver, str):
         if model is not None:
             options["model"] = model
-        try:
-            obj = get_solver(solver, **options)
-        except TypeError as err:
-            raise ValueError(
-                f"solver {solver!r} does not take the option(s) {', '.join(sorted(options))}: {err}"
-            ) from None
+        obj = _build_solver(solver, options)
     else:
         if model is not None or options:
             raise ValueError("model and options apply to a solver name, not a solver object")
@@ -252,12 +257,7 @@ def solve_batch(
         options["refine"] = True
     if device is not None:
         options["device"] = resolve_device(device)
-    try:
-        obj = get_solver(solver, **options)
-    except TypeError as err:
-        raise ValueError(
-            f"solver {solver!r} does not take the option(s) {', '.join(sorted(options))}: {err}"
-        ) from None
+    obj = _build_solver(solver, options)
     limits = [
         default_time_limit(i, obj) if time_limit is None else float(time_limit) for i in insts
     ]
