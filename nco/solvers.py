@@ -1383,7 +1383,7 @@ class HybridSolver:
             start_depots = None if initial_depots is None else [int(d) for d in initial_depots]
         best = warm
         remaining = deadline - time.perf_counter()
-        if remaining < MIN_BACKEND_TIME and warm is not None:
+        if remaining < MIN_BACKEND_TIME and warm is not None and warm.feasible:
             meta["backend_skipped"] = f"{max(remaining, 0.0):.3f} s left after the network"
             meta["returned"] = "neural"
         else:
