@@ -37,6 +37,7 @@ from typing import Any
 from nco.benchmark import (
     collect_instances,
     format_budget_tables,
+    gap_column,
     generate_instances,
     read_results,
     run_benchmark,
@@ -62,11 +63,7 @@ def _files(name: str, out: Path, num: int) -> tuple[list[Path], str]:
 
 def _comparison(summary: list[dict[str, Any]]) -> str:
     """hybrid - min(pyvrp, hgs) per budget, in points of mean gap."""
-    key = (
-        "mean_gap_ref_pct"
-        if all(not math.isnan(s["mean_gap_ref_pct"]) for s in summary)
-        else "mean_gap_best_pct"
-    )
+    key = gap_column(summary)
     by: dict[str, dict[str, float]] = defaultdict(dict)
     for s in summary:
         by[s["label"]][s["solver"]] = s[key]
@@ -84,11 +81,7 @@ def _plot(sets: dict[str, list[dict[str, Any]]], png: Path) -> None:
     fig = Figure(figsize=(4.2 * len(sets), 3.6), dpi=110)
     for k, (name, summary) in enumerate(sets.items()):
         ax = fig.add_subplot(1, len(sets), k + 1)
-        key = (
-            "mean_gap_ref_pct"
-            if all(not math.isnan(s["mean_gap_ref_pct"]) for s in summary)
-            else "mean_gap_best_pct"
-        )
+        key = gap_column(summary)
         series: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for s in summary:
             series[s["solver"]].append((s["time_per_100"], s[key]))
@@ -99,7 +92,9 @@ def _plot(sets: dict[str, list[dict[str, Any]]], png: Path) -> None:
         ax.set_yscale("log")
         ax.set_title(name)
         ax.set_xlabel("s per 100 customers")
-        ax.set_ylabel("mean gap to BKS (%)" if key == "mean_gap_ref_pct" else "mean gap to best found (%)")
+        ax.set_ylabel(
+            "mean gap to BKS (%)" if key == "mean_gap_ref_pct" else "mean gap to best found (%)"
+        )
         ax.grid(True, alpha=0.3, which="both")
         if k == 0:
             ax.legend(fontsize=7)

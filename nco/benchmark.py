@@ -48,6 +48,7 @@ __all__ = [
     "VariantTable",
     "collect_instances",
     "format_budget_tables",
+    "gap_column",
     "format_summary",
     "generate_instances",
     "load_bks",
@@ -845,6 +846,14 @@ def format_summary(summary: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def gap_column(summary: Sequence[dict[str, Any]]) -> str:
+    """The :func:`summarize` gap to rank and plot by: to the reference when every group has
+    one, else to the best plan found for the instance in the run."""
+    if all(not math.isnan(s["mean_gap_ref_pct"]) for s in summary):
+        return "mean_gap_ref_pct"
+    return "mean_gap_best_pct"
+
+
 def format_budget_tables(summary: Sequence[dict[str, Any]], *, title: str = "") -> str:
     """One Markdown table per budget of :func:`summarize` output, solvers by mean gap."""
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -859,11 +868,7 @@ def format_budget_tables(summary: Sequence[dict[str, Any]], *, title: str = "") 
             "| solver | runs | mean gap ref % | mean gap best % | feasible % | mean time s | max over limit s | within limit+tol % |"
         )
         parts.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-        key = (
-            "mean_gap_ref_pct"
-            if all(not math.isnan(s["mean_gap_ref_pct"]) for s in ss)
-            else "mean_gap_best_pct"
-        )
+        key = gap_column(ss)
         for s in sorted(ss, key=lambda s: (math.isnan(s[key]), s[key])):
             parts.append(
                 f"| {s['solver']} | {s['runs']} | {_f(s['mean_gap_ref_pct'], '.2f')} | "

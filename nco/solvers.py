@@ -609,7 +609,7 @@ class NeuralSolver:
         from nco.policies.decoding import DecodeTimeout, estimated_steps
 
         source, policy, info = self._model(instance)
-        key = (source, self.device, torch.get_num_threads(), instance.num_nodes)
+        key = self._cost_key(source, instance.num_nodes)
         if key in _STEP_COSTS:
             return _STEP_COSTS[key]
         problem = get_problem(info["problem"])
@@ -646,18 +646,19 @@ class NeuralSolver:
         """Estimated seconds of one row's construction (encoder and every step) for
         ``instance`` on this device and thread count, or None when :meth:`prepare` has not
         measured this size."""
-        import torch
-
         from nco.policies.decoding import estimated_steps
 
-        source = self._source
-        if source is None:
-            source = str(select_checkpoint(instance.problem, instance.num_customers))
-        key = (source, self.device, torch.get_num_threads(), instance.num_nodes)
-        if key not in _STEP_COSTS:
+        measured = _STEP_COSTS.get(self._cost_key(self._model(instance)[0], instance.num_nodes))
+        if measured is None:
             return None
-        enc, step = _STEP_COSTS[key]
+        enc, step = measured
         return enc + step * estimated_steps(instance.num_nodes)
+
+    def _cost_key(self, source: str, num_nodes: int) -> tuple[str, str, int, int]:
+        """The :data:`_STEP_COSTS` key of a model at a size on this device and thread count."""
+        import torch
+
+        return (source, self.device, torch.get_num_threads(), num_nodes)
 
     def _env(self, problem: str, num_loc: int) -> EnvBase:
         key = (problem, num_loc, self.device)
@@ -951,7 +952,7 @@ class NeuralSolver:
         want = self._rows(cfg)
         steps = plan.est_steps
         rate, overhead = PRIOR_RATE, STEP_OVERHEAD
-        measured = _STEP_COSTS.get((source, self.device, torch.get_num_threads(), n))
+        measured = _STEP_COSTS.get(self._cost_key(source, n))
         kept: list[np.ndarray] = []
         done_t, rows_done, rounds, stopped = 0, 0, 0, None
         total = cfg.augment

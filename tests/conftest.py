@@ -27,6 +27,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (the test suite shares the cores; several modules'
+    timing and learning tests assume it), then restore the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def train_tiny_mtvrp(run: Path, preset: str, size: int = 8) -> Path:
     """A few seconds of ``nco train`` on mtvrp (CVRP + VRPTW) with a tiny network; returns the
     run directory (a real, self-describing checkpoint for command tests)."""

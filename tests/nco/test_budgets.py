@@ -7,20 +7,13 @@ from __future__ import annotations
 import time
 
 import pytest
-import torch
 
 import nco.solvers as S
 from nco.baselines import SolverUnavailableError, get_solver, time_tolerance
 from nco.baselines.hgs import cpu_share
 from nco.envs import Instance, get_problem
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

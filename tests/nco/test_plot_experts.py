@@ -21,12 +21,7 @@ from tests.conftest import train_tiny_mtvrp
 TINY = {"d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(n: int = 6, per: int = 3):

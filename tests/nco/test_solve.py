@@ -38,12 +38,7 @@ TINY = {"d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64}
 FILES = {"cvrp": "E-n13-k4.vrp", "tsp": "eil51.tsp", "cvrptw": "C101.txt"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

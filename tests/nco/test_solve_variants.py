@@ -30,7 +30,10 @@ P = get_problem("mtvrp")
 
 # the shipped network is trained at n=50 on six variants: its size and zero-shot warnings are
 # expected here (and asserted where they matter)
-pytestmark = pytest.mark.filterwarnings("ignore:neural. :UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:neural. :UserWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 #: One file of each shared variant set and its `nco solve` load options (README "Variant files").
 FILES = {
@@ -45,12 +48,6 @@ LOAD = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def generated(variant: str, n: int = 20, seed: int = 1) -> Instance:
