@@ -314,6 +314,21 @@ class Problem:
     #: ``tour, num_depots -> (routes, depots)`` for problems with several depots: an action
     #: sequence split into routes and each route's depot node (see :meth:`tours_to_depot_routes`).
     split_depot_tour: Callable[..., tuple[list[list[int]], list[int]]] | None = None
+    #: File suffixes of its instances and of their solutions (TSPLIB ``.tsp``/``.tour``,
+    #: VRPLIB ``.vrp``/``.sol``).
+    instance_suffix: str = ".vrp"
+    solution_suffix: str = ".sol"
+    #: The VRPLIB/TSPLIB ``TYPE`` written for its instances; None when the type depends on the
+    #: instance (the variant family writes its variant's name, e.g. ``VRPB``).
+    file_type: str | None = "CVRP"
+    #: True for a family whose instances carry per-instance attributes named by
+    #: :attr:`Instance.variant` (backhauls, open routes, limits, several depots).
+    has_variants: bool = False
+    #: Default reward normalisation in training (``"none"`` or ``"std"``); ``"std"`` where
+    #: rewards of different variants differ in scale within one batch.
+    reward_norm: str = "none"
+    #: The fewest nodes an instance can have (a tour needs two cities).
+    min_nodes: int = 1
 
     def _require_file_io(self) -> None:
         if not self.file_io:

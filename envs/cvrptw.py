@@ -327,4 +327,5 @@ PROBLEM = Problem(
     num_starts=cvrp.num_starts,
     start_nodes=cvrp.start_nodes,
     instance_keys=INSTANCE_KEYS,
+    file_type="VRPTW",
 )

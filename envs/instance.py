@@ -311,6 +311,20 @@ class Instance:
         return self.num_nodes - self.num_depots if self.has_depot else self.num_nodes
 
     @property
+    def has_variant_attributes(self) -> bool:
+        """Whether it has any attribute beyond CVRP(TW): backhauls, open routes, a route
+        limit, several depots or vehicles per depot (then its problem is the variant family's)."""
+        return (
+            self.backhaul is not None
+            or self.mixed_backhaul
+            or self.open_routes
+            or self.max_distance is not None
+            or self.max_duration is not None
+            or self.num_depots > 1
+            or self.vehicle_depots is not None
+        )
+
+    @property
     def variant(self) -> str:
         """The variant's name in mtvrp's grammar ``[MD][O]VRP[B|MB][L][TW]`` (``"CVRP"``
         without attributes; ``"TSP"`` for the TSP). L stands for either route limit."""
@@ -342,7 +356,7 @@ class Instance:
 
     def __repr__(self) -> str:
         parts = [f"{self.problem}", f"name={self.name!r}", f"nodes={self.num_nodes}"]
-        if self.problem == "mtvrp":
+        if self.has_variant_attributes:
             parts.insert(1, f"variant={self.variant}")
         if self.capacity is not None:
             parts.append(f"capacity={self.capacity:g}")

@@ -587,10 +587,10 @@ def write_instance(instance: Instance, path: str | Path) -> Path:
     inst = instance
     n = inst.num_nodes
     data: dict[str, Any] = {"NAME": inst.name}
-    if inst.problem == "mtvrp":
-        data["TYPE"] = inst.variant
-    else:
-        data["TYPE"] = {"tsp": "TSP", "cvrp": "CVRP", "cvrptw": "VRPTW"}.get(inst.problem, inst.problem.upper())
+    from nco.envs.registry import get_problem  # the registry imports this module's problems
+
+    file_type = get_problem(inst.problem).file_type
+    data["TYPE"] = file_type if file_type is not None else inst.variant
     data["DIMENSION"] = n
     if inst.edge_weight in TSPLIB_COORD_TYPES and inst.coords is not None:
         data["EDGE_WEIGHT_TYPE"] = inst.edge_weight

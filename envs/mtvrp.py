@@ -1441,4 +1441,7 @@ PROBLEM = Problem(
     td_to_instance=to_instance,
     accepts=("cvrp", "cvrptw"),
     split_depot_tour=split_depot_tour,
+    file_type=None,
+    has_variants=True,
+    reward_norm="std",
 )

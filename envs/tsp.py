@@ -222,4 +222,8 @@ PROBLEM = Problem(
     num_starts=num_starts,
     start_nodes=start_nodes,
     instance_keys=INSTANCE_KEYS,
+    instance_suffix=".tsp",
+    solution_suffix=".tour",
+    file_type="TSP",
+    min_nodes=2,
 )
