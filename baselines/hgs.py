@@ -3,8 +3,8 @@
 The full distance matrix is passed in instance units: with a matrix, HGS-CVRP works in doubles
 and does not round (rounding applies only to its coordinate input), so its objective is our
 cost. The TSP is solved as a CVRP with one vehicle, unit demands and capacity ``n``. Time windows,
-asymmetric matrices and every variant attribute (``problem == "mtvrp"``: backhauls, open routes,
-route limits, several depots) are outside HGS-CVRP's model and are refused, naming them.
+asymmetric matrices and every variant attribute (backhauls, open routes, route limits, several
+depots) are outside HGS-CVRP's model and are refused, naming them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from nco.baselines.protocol import (
     require,
     variant_attributes,
 )
-from nco.envs import Instance, Solution
+from nco.envs import Instance, Solution, available, get_problem
 
 __all__ = ["HGSSolver"]
 
@@ -110,7 +110,9 @@ class HGSSolver:
         still make it overrun by that much.
         """
         t0 = time.perf_counter()
-        attrs = variant_attributes(instance) if instance.problem == "mtvrp" else []
+        # an unknown problem is refused by check_supported below, naming what is supported
+        family = instance.problem in available() and get_problem(instance.problem).has_variants
+        attrs = variant_attributes(instance) if family else []
         if attrs:
             raise UnsupportedProblemError(
                 self.name,
@@ -119,9 +121,8 @@ class HGSSolver:
                 f"HGS-CVRP solves the CVRP only, and {instance.name!r} ({instance.variant}) has "
                 f"{', '.join(attrs)}; use 'pyvrp' or 'ortools'",
             )
-        # A variant instance without any attribute (mtvrp's "CVRP") is a CVRP.
-        problem = "cvrp" if instance.problem == "mtvrp" else instance.problem
-        check_supported(self.name, problem, _SUPPORTED)
+        if not family:  # a variant instance without any attribute (the family's "CVRP") is a CVRP
+            check_supported(self.name, instance.problem, _SUPPORTED)
         check_time_limit(self.name, time_limit)
         if initial_routes:
             raise ValueError(

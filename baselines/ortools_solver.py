@@ -46,7 +46,7 @@ from nco.baselines.protocol import (
     integer_data,
     require,
 )
-from nco.envs import Instance, Solution
+from nco.envs import Instance, Solution, get_problem
 
 __all__ = ["ORTOOLS_SCALE", "ORToolsSolver"]
 
@@ -173,7 +173,7 @@ class ORToolsSolver:
             routing.AddDimension(length, 0, int(data.max_distance), True, "Distance")
         if data.tw is not None or data.max_duration is not None:
             self._time(routing, manager, instance, data, travel, depot_of)
-        if data.tw is not None or instance.problem == "mtvrp":
+        if data.tw is not None or get_problem(instance.problem).has_variants:
             # With tight windows or limits the first-solution heuristics often cannot place
             # every customer and the search would end with nothing. Dropping a customer is
             # allowed at a penalty larger than any complete solution's cost, so the search

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from nco.envs import Instance, Solution
+from nco.envs import Instance, Solution, get_problem
 from nco.envs.instance import FEAS_TOL
 
 __all__ = [
@@ -120,6 +120,9 @@ class Solver(Protocol):
         """Solve ``instance`` within ``time_limit`` seconds of wall clock (plus
         :func:`time_tolerance`), on one thread.
 
+        ``time_limit`` is a float for every solver: positive, and ``math.inf`` for no limit
+        where the solver stops on its own (the neural construction). The metaheuristics run
+        until stopped and raise ValueError unless it is finite (:func:`check_time_limit`).
         ``initial_routes`` (node ids as in :class:`~nco.envs.Solution`) warm-start the search
         where the solver supports it. Returns a checked solution whose ``runtime`` is the wall
         time of the call.
@@ -328,8 +331,9 @@ def fleet_bound(instance: Instance, extra: int = 0) -> int:
     TSP: 1. CVRP: ``min(n, ceil(2 * total_demand / capacity) + 1)``: first-fit bin packing never
     leaves two bins that fit together, so a feasible solution with that many routes exists, and
     under the triangle inequality an optimal one does too (merging two routes whose loads fit
-    in one vehicle never adds distance). CVRPTW and the variants (``"mtvrp"``: two loads, route
-    limits and open routes break the argument): ``n``. The instance's own ``num_vehicles`` caps
+    in one vehicle never adds distance). CVRPTW and the variant family
+    (:attr:`~nco.envs.Problem.has_variants`: two loads, route limits and open routes break the
+    argument): ``n``. The instance's own ``num_vehicles`` caps
     the result; ``extra`` (e.g. the number of initial routes) raises it so a warm start always
     fits. Multi-depot instances: see :func:`fleet_per_depot`.
     """
@@ -337,7 +341,7 @@ def fleet_bound(instance: Instance, extra: int = 0) -> int:
         return 1
     n = instance.num_customers
     k = n
-    if instance.time_windows is None and instance.problem != "mtvrp":
+    if instance.time_windows is None and not get_problem(instance.problem).has_variants:
         assert instance.demand is not None and instance.capacity is not None
         k = min(n, math.ceil(2.0 * float(instance.demand.sum()) / float(instance.capacity)) + 1)
     if instance.num_vehicles is not None:

@@ -2,7 +2,9 @@
 memory per instance, by size band.
 
 For every instance of the shared sets (``../shared/data/cvrplib-x``: 31 X instances with 100-1000
-customers; ``../shared/data/tsplib``: 21 instances with 51-1002 cities), with at most
+customers; ``../shared/data/tsplib``: 21 instances with 51-1002 cities; ``solomon``: the 56
+Solomon VRPTW instances; ``gh1000``: 30 Gehring-Homberger VRPTW instances of 1000 customers),
+with at most
 ``--max-n`` customers/cities, solve with the shipped checkpoint nearest in size (or
 ``--model`` / ``--tsp-model``) in these configurations (``--configs``):
 
@@ -20,13 +22,15 @@ instance, then a table per set and size band (<= 300 and > 300 customers): mean 
 seconds, the largest peak RSS. The last line is ``RESULT ...`` with the band means.
 
 Usage: ``python benchmarks/neural_x.py [--sets x,tsplib] [--configs default,x8,ls]
-[--max-n 1000] [--model CKPT] [--csv rows.csv] [--threads 2]``
+[--max-n 1000] [--model CKPT] [--tsp-model CKPT] [--tw-model CKPT] [--csv rows.csv]
+[--threads 2]``
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import threading
 import time
@@ -39,7 +43,13 @@ import nco
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-SETS = {"x": ("cvrplib-x", "X-n*.vrp"), "tsplib": ("tsplib", "*.tsp")}
+#: set key -> (folder, file pattern, nco.load options)
+SETS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "x": ("cvrplib-x", "X-n*.vrp", {}),
+    "tsplib": ("tsplib", "*.tsp", {}),
+    "solomon": ("solomon", "*.txt", {}),
+    "gh1000": ("vrptw-gh1000", "*.vrp", {"edge_weight": "SOLOMON"}),
+}
 CONFIGS = ("default", "x8", "ls", "limit", "knn")
 BAND = 300
 
@@ -91,13 +101,13 @@ def solve(inst: nco.Instance, config: str, model: str | None, limit: float, cand
         opts["num_starts"] = inst.num_nodes  # capped to every candidate start
     if config == "ls":
         opts["refine"] = True
-    return nco.solve(inst, solver="neural", time_limit=limit if config == "limit" else None, **opts)
+    return nco.solve(inst, solver="neural", time_limit=limit if config == "limit" else math.inf, **opts)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Solve every instance in every configuration, print the tables and the RESULT line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", default="x,tsplib", help="comma-separated: x, tsplib")
+    ap.add_argument("--sets", default="x,tsplib", help="comma-separated: x, tsplib, solomon, gh1000")
     ap.add_argument("--configs", default="default,x8,ls", help=f"comma-separated: {CONFIGS}")
     ap.add_argument("--max-n", type=int, default=1000, help="largest instance (customers/cities)")
     ap.add_argument("--min-n", type=int, default=0, help="smallest instance")
@@ -106,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", type=int, default=20, help="k of config 'knn'")
     ap.add_argument("--model", default=None, help="CVRP checkpoint (default: shipped, nearest)")
     ap.add_argument("--tsp-model", default=None, help="TSP checkpoint (default: shipped)")
+    ap.add_argument("--tw-model", default=None, help="CVRPTW checkpoint of the solomon and gh1000 sets")
     ap.add_argument("--csv", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -116,15 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown configs {bad}; expected some of {CONFIGS}")
     rows: list[dict[str, Any]] = []
     for key in [s for s in args.sets.split(",") if s]:
-        set_dir, pattern = SETS[key]
+        set_dir, pattern, load_opts = SETS[key]
         folder = SHARED / set_dir
         if not folder.is_dir():
             print(f"{set_dir}: not found at {folder}; skipped")
             continue
         bks = best_known(set_dir)
-        model = args.tsp_model if key == "tsplib" else args.model
+        model = {"tsplib": args.tsp_model, "solomon": args.tw_model, "gh1000": args.tw_model}.get(
+            key, args.model
+        )
         insts = sorted(
-            (nco.load(f) for f in folder.glob(pattern) if f.stem in bks),
+            (nco.load(f, **load_opts) for f in folder.glob(pattern) if f.stem in bks),
             key=lambda i: (i.num_customers, i.name),
         )
         print(f"\n{set_dir}: {len(insts)} instances")

@@ -185,6 +185,23 @@ def check_visits(routes: Sequence[Sequence[int]], nodes: range) -> list[Violatio
     return out
 
 
+def check_fleet(
+    depots: Sequence[int], num_vehicles: int | None, per_depot: np.ndarray | None = None
+) -> list[Violation]:
+    """``vehicles`` violations of routes leaving from ``depots`` (one depot node per route):
+    more routes than ``num_vehicles`` in all, or from a depot d than the ``per_depot[d]``
+    vehicles based there (None: no such limit)."""
+    out: list[Violation] = []
+    if num_vehicles is not None and len(depots) > num_vehicles:
+        out.append(Violation("vehicles", f"{len(depots)} routes exceed the {num_vehicles} vehicles available"))
+    if per_depot is not None:
+        nd = len(per_depot)
+        used = np.bincount([d for d in depots if 0 <= d < nd], minlength=nd)
+        for dep in np.nonzero(used > per_depot)[0]:
+            out.append(Violation("vehicles", f"{used[dep]} routes from depot {dep} exceed the {per_depot[dep]} vehicles based there"))
+    return out
+
+
 # ----------------------------------------------------------------------------- envs
 def instance_specs(env: EnvBase, num_nodes: int, extra: dict[str, Any]) -> None:
     """Declare observation/action/reward specs shared by the routing envs.
@@ -293,7 +310,9 @@ class Problem:
     has_depot: bool
     cost: Callable[[TensorDict, torch.Tensor], torch.Tensor]
     check: Callable[[TensorDict, torch.Tensor], list[list[Violation]]]
-    check_routes: Callable[[Instance, Sequence[Sequence[int]]], list[Violation]]
+    #: ``instance, routes -> violations``; a problem with several depots also takes ``depots=``
+    #: (each route's depot node).
+    check_routes: Callable[..., list[Violation]]
     node_features: Callable[[TensorDict], torch.Tensor]
     state_features: Callable[[TensorDict], torch.Tensor]
     num_starts: Callable[[TensorDict], int]
@@ -384,6 +403,14 @@ def check_nan(td: TensorDict, keys: Sequence[str]) -> None:
             raise ValueError(f"instance tensor {k!r} contains NaN or infinity")
 
 
+def numpy_rng(seed: int | None, rng: torch.Generator | None) -> np.random.Generator:
+    """The numpy stream of one call: from ``seed``, else one draw of ``rng``, else entropy."""
+    if rng is not None:
+        drawn = torch.randint(0, 2**62, (1,), generator=rng, device=rng.device)
+        return np.random.default_rng(int(drawn.item()))
+    return np.random.default_rng(as_seed(seed))
+
+
 def as_seed(seed: int | None) -> int | None:
     """Validate a seed value."""
     if seed is None:
@@ -394,9 +421,11 @@ def as_seed(seed: int | None) -> int | None:
 
 
 __all__ = [
+    "numpy_rng",
     "CAPACITY_TABLE",
     "DISTRIBUTIONS",
     "Problem",
+    "check_fleet",
     "check_visits",
     "distance_rows",
     "make_rng",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from nco.envs.common import (
     DISTRIBUTIONS,
     Problem,
     as_seed,
+    check_fleet,
     check_visits,
     flat_batch,
     instance_specs,
@@ -170,10 +172,10 @@ class CVRPEnv(EnvBase):
         *,
         device: str | torch.device = "cpu",
         seed: int | None = None,
-        **generator_params: object,
+        **generator_params: Any,
     ) -> None:
         super().__init__(device=device)
-        self.generator = generator if generator is not None else CVRPGenerator(**generator_params)  # type: ignore[arg-type]
+        self.generator = generator if generator is not None else CVRPGenerator(**generator_params)
         self._rng = make_rng(seed, self.device)
         n = self.generator.num_loc + 1
         bs = self.batch_size
@@ -289,12 +291,7 @@ def check_core(
                     route=k,
                 )
             )
-    if num_vehicles is not None and len(routes) > num_vehicles:
-        out.append(
-            Violation(
-                "vehicles", f"{len(routes)} routes exceed the {num_vehicles} vehicles available"
-            )
-        )
+    out.extend(check_fleet([0] * len(routes), num_vehicles))
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +40,12 @@ from nco.envs.common import (
 )
 from nco.envs.cvrp import CAP_TOL, CVRPGenerator
 from nco.envs.instance import FEAS_TOL, Instance, Violation
+from nco.envs.solomon import SolomonGenerator
 
 INSTANCE_KEYS = ("locs", "demand", "capacity", "time_windows", "service_time")
+#: The coordinate distributions shared with the other problems, plus ``solomon`` (the six
+#: Solomon classes, :mod:`nco.envs.solomon`).
+CVRPTW_DISTRIBUTIONS = (*DISTRIBUTIONS, "solomon")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class CVRPTWGenerator:
     ``h_i = (max_time - s_i - l_i) / d_i - 1``, window start ``e_i = (1 + (h_i - 1) u) d_i`` with
     ``u ~ U[0, 1]`` and end ``e_i + l_i``; the depot's window is [0, max_time]. Every customer is
     thus reachable from the depot and a vehicle serving it can still return in time.
+
+    ``distribution="solomon"`` draws instead the six Solomon classes (R1, R2, C1, C2, RC1, RC2:
+    :class:`~nco.envs.solomon.SolomonGenerator`), with capacity, demands, service times and
+    horizon per instance.
     """
 
     num_loc: int = 20
@@ -63,19 +72,28 @@ class CVRPTWGenerator:
     max_time: float = 4.6
 
     def __post_init__(self) -> None:
-        if self.distribution not in DISTRIBUTIONS:
-            # the X-like CVRP distribution sets capacities per instance; time windows would need
-            # their own Solomon-like model
+        if self.distribution not in CVRPTW_DISTRIBUTIONS:
             raise ValueError(
-                f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}"
+                f"distribution must be one of {CVRPTW_DISTRIBUTIONS}, got {self.distribution!r}"
             )
+        if self.distribution == "solomon":
+            # its capacities, windows and horizons are the Solomon classes' (nco.envs.solomon)
+            if (self.capacity, self.min_demand, self.max_demand, self.max_time) != (None, 1, 9, 4.6):
+                raise ValueError(
+                    "distribution 'solomon' draws capacity, demands and horizon per instance; "
+                    "leave capacity, min_demand, max_demand and max_time at their defaults"
+                )
+            SolomonGenerator(self.num_loc)
+            return
         CVRPGenerator(self.num_loc, self.distribution, self.capacity, self.min_demand, self.max_demand)
         if self.max_time < 2 * np.sqrt(2) + 0.38:
             raise ValueError(f"max_time {self.max_time} is too short for the unit square (need >= 3.21)")
 
     @property
     def vehicle_capacity(self) -> float:
-        """The capacity used (explicit or standard)."""
+        """The capacity used (explicit or standard); ``solomon`` has none (ValueError)."""
+        if self.distribution == "solomon":
+            raise ValueError("distribution 'solomon' draws the capacity per instance; read td['capacity']")
         return CVRPGenerator(self.num_loc, self.distribution, self.capacity).vehicle_capacity
 
     def __call__(
@@ -87,6 +105,8 @@ class CVRPTWGenerator:
         device: str | torch.device = "cpu",
     ) -> TensorDict:
         """Generate a batch -> TensorDict with the CVRP keys plus windows and service times."""
+        if self.distribution == "solomon":
+            return SolomonGenerator(self.num_loc)(batch_size, seed=seed, rng=rng, device=device)
         (b,) = (batch_size,) if isinstance(batch_size, int) else tuple(batch_size)
         g = rng if rng is not None else make_rng(seed, device)
         base = CVRPGenerator(self.num_loc, self.distribution, self.capacity, self.min_demand, self.max_demand)
@@ -158,10 +178,10 @@ class CVRPTWEnv(EnvBase):
         *,
         device: str | torch.device = "cpu",
         seed: int | None = None,
-        **generator_params: object,
+        **generator_params: Any,
     ) -> None:
         super().__init__(device=device)
-        self.generator = generator if generator is not None else CVRPTWGenerator(**generator_params)  # type: ignore[arg-type]
+        self.generator = generator if generator is not None else CVRPTWGenerator(**generator_params)
         self._rng = make_rng(seed, self.device)
         n = self.generator.num_loc + 1
         bs = self.batch_size
@@ -328,4 +348,5 @@ PROBLEM = Problem(
     start_nodes=cvrp.start_nodes,
     instance_keys=INSTANCE_KEYS,
     file_type="VRPTW",
+    distributions=CVRPTW_DISTRIBUTIONS,
 )

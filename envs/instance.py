@@ -150,6 +150,17 @@ def _classical_mds(dist: np.ndarray) -> np.ndarray:
     return vecs[:, order] * np.sqrt(np.clip(vals[order], 0.0, None))
 
 
+def infer_problem(*, has_demand: bool, has_time_windows: bool, has_variant_attributes: bool) -> str:
+    """The problem an instance's attributes make it: any variant attribute (see
+    :attr:`Instance.has_variant_attributes`) -> ``mtvrp``, else time windows -> ``cvrptw``,
+    else demands -> ``cvrp``, else ``tsp``."""
+    if has_variant_attributes:
+        return "mtvrp"
+    if has_time_windows:
+        return "cvrptw"
+    return "cvrp" if has_demand else "tsp"
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class Instance:
     """One routing instance in its own units.
@@ -267,10 +278,11 @@ class Instance:
             dist = distance_matrix(c, conv)
         variant_data = (backhaul, max_distance, max_duration, vehicle_depots)
         if problem is None:
-            if any(x is not None for x in variant_data) or open_routes or mixed_backhaul or num_depots > 1:
-                problem = "mtvrp"
-            else:
-                problem = "cvrptw" if time_windows is not None else "cvrp" if demand is not None else "tsp"
+            problem = infer_problem(
+                has_demand=demand is not None,
+                has_time_windows=time_windows is not None,
+                has_variant_attributes=any(x is not None for x in variant_data) or open_routes or mixed_backhaul or num_depots > 1,
+            )
         vd = None if vehicle_depots is None else np.asarray(vehicle_depots, dtype=np.int64)
         if num_vehicles is None and vd is not None:
             num_vehicles = int(vd.size)
@@ -677,7 +689,7 @@ class Solution:
         route_depots = None if deps is None else tuple(deps[k] for k in keep)
         problem = get_problem(instance.problem)
         if instance.num_depots > 1:
-            violations = [*extra, *problem.check_routes(instance, clean, depots=route_depots)]  # type: ignore[call-arg]
+            violations = [*extra, *problem.check_routes(instance, clean, depots=route_depots)]
         else:
             violations = [*extra, *problem.check_routes(instance, clean)]
             if route_depots is not None:

@@ -33,6 +33,7 @@ from nco.envs.instance import (
     InstanceError,
     Solution,
     distance_matrix,
+    infer_problem,
 )
 from nco.envs.mtvrp import VARIANTS, Variant
 
@@ -109,6 +110,8 @@ def _parse_error(path: Path, err: Exception) -> InstanceError:
 
 
 #: Columns of a Solomon customer table, in order.
+#: File suffix of Solomon's CVRPTW text format (read by content; the suffix marks the file).
+SOLOMON_SUFFIX = ".txt"
 SOLOMON_COLUMNS = ("CUST NO.", "XCOORD.", "YCOORD.", "DEMAND", "READY TIME", "DUE DATE", "SERVICE TIME")
 
 
@@ -177,7 +180,7 @@ def _load_solomon(path: Path, lines: list[str]) -> Instance:
         dist = distance_matrix(coords, "SOLOMON")
     try:
         return Instance(
-            problem="cvrptw",
+            problem=infer_problem(has_demand=True, has_time_windows=True, has_variant_attributes=False),
             distance=dist,
             coords=coords,
             demand=table[:, 3],
@@ -333,7 +336,7 @@ def _load_vrplib(path: Path, edge_weight: str | None = None, scale: float = 1.0)
             raise InstanceError(path, "DEPOT_SECTION", f"expected {want}, got {dep + 1}")
     ptype = str(raw.get("type", "")).strip().upper()
     name = str(raw.get("name", path.stem)).strip()
-    common = dict(distance=dist, coords=coords, edge_weight=ewt, name=name, source=str(path))
+    common: dict[str, Any] = dict(distance=dist, coords=coords, edge_weight=ewt, name=name, source=str(path))
     if ptype == "TSP" or ("demand" not in raw and "capacity" not in raw):
         if ptype not in ("TSP", ""):
             raise InstanceError(path, "TYPE", f"expected TSP, CVRP or VRPTW, got {ptype!r} without DEMAND_SECTION")
@@ -341,7 +344,7 @@ def _load_vrplib(path: Path, edge_weight: str | None = None, scale: float = 1.0)
         if extra or num_depots > 1:
             fld = _file_field(text, extra[0]) if extra else "DEPOT_SECTION"
             raise InstanceError(path, fld, "is not modelled for a TSP (TYPE TSP or no DEMAND_SECTION); expected a VRP file with CAPACITY and DEMAND_SECTION")
-        return Instance(problem="tsp", **common)  # type: ignore[arg-type]
+        return Instance(problem=infer_problem(has_demand=False, has_time_windows=False, has_variant_attributes=False), **common)
     flags = _variant_flags(path, ptype)
     if "capacity" not in raw:
         raise InstanceError(path, "CAPACITY", "specification is missing")
@@ -406,8 +409,8 @@ def _load_vrplib(path: Path, edge_weight: str | None = None, scale: float = 1.0)
         "backhaul" in kwargs or kwargs["max_distance"] is not None or kwargs["max_duration"] is not None
         or num_depots > 1 or kwargs.get("open_routes") or kwargs.get("mixed_backhaul") or "vehicle_depots" in kwargs
     )
-    problem = "mtvrp" if variant else "cvrptw" if "time_windows" in kwargs else "cvrp"
-    return Instance(problem=problem, **common, **kwargs)  # type: ignore[arg-type]
+    problem = infer_problem(has_demand=True, has_time_windows="time_windows" in kwargs, has_variant_attributes=bool(variant))
+    return Instance(problem=problem, **common, **kwargs)
 
 
 # ---------------------------------------------------------------------------------- solutions
@@ -521,7 +524,7 @@ def write_solution(solution: Solution, path: str | Path) -> Path:
     """
     path = Path(path)
     inst = solution.instance
-    cost = _format_cost(solution.cost)
+    cost = format_cost(solution.cost)
     lines = _vehicle_lines(solution) if inst.has_depot else None
     with atomic_write(path) as fh:
         if lines is not None:
@@ -560,10 +563,13 @@ def _vehicle_lines(solution: Solution) -> list[str] | None:
     return [f"Route #{k}: {' '.join(str(v) for v in r)}\n" for k, r in enumerate(slots, 1)]
 
 
-def _format_cost(cost: float) -> str:
+def format_cost(cost: float, digits: int = 10) -> str:
+    """A cost as written and printed: an integral cost (the rounded VRPLIB/TSPLIB conventions)
+    as an integer, any other with ``digits`` significant digits (10 in solution files, so that
+    the stated cost matches the recomputed one; the CLI prints 6, e.g. ``827.3``, ``812.877``)."""
     if math.isfinite(cost) and abs(cost - round(cost)) < 1e-9:
         return str(int(round(cost)))
-    return f"{cost:.10g}"
+    return f"{cost:.{digits}g}"
 
 
 # ---------------------------------------------------------------------------------- instances
@@ -632,8 +638,12 @@ def write_instance(instance: Instance, path: str | Path) -> Path:
 
 
 def is_instance_file(path: Path) -> bool:
-    """Whether a path looks like an instance file this module reads."""
-    return path.suffix.lower() in (".vrp", ".tsp", ".txt")
+    """Whether a path looks like an instance file this module reads: a registered problem's
+    instance suffix (``.vrp``, ``.tsp``) or a Solomon ``.txt``."""
+    from nco.envs.registry import available, get_problem  # see write_instance
+
+    suffixes = {get_problem(name).instance_suffix for name in available()} | {SOLOMON_SUFFIX}
+    return path.suffix.lower() in suffixes
 
 
 

@@ -106,7 +106,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -118,6 +118,7 @@ from nco.envs.common import (
     DISTRIBUTIONS,
     Problem,
     as_seed,
+    check_fleet,
     check_visits,
     distance_rows,
     flat_batch,
@@ -379,7 +380,7 @@ def make_instances(
         raise ValueError(f"num_depots must be in 1..{locs.shape[1] - 1}, got {num_depots}")
     b, n = locs.shape[:2]
     dev = locs.device
-    f32 = dict(dtype=torch.float32, device=dev)
+    f32: dict[str, Any] = dict(dtype=torch.float32, device=dev)
     cap = torch.as_tensor(capacity, dtype=torch.float64, device=dev).expand(b).clone()
     lh = torch.as_tensor(demand_linehaul, **f32)
     bh = (
@@ -717,10 +718,10 @@ class MTVRPEnv(EnvBase):
         *,
         device: str | torch.device = "cpu",
         seed: int | None = None,
-        **generator_params: object,
+        **generator_params: Any,
     ) -> None:
         super().__init__(device=device)
-        self.generator = generator if generator is not None else MTVRPGenerator(**generator_params)  # type: ignore[arg-type]
+        self.generator = generator if generator is not None else MTVRPGenerator(**generator_params)
         self._rng = make_rng(seed, self.device)
         n = self.generator.num_loc + 1
         bs = self.batch_size
@@ -1194,13 +1195,7 @@ def check_routes(
             dur = route_duration(inst.distance, inst.time_windows, st, d, ids, inst.open_routes)
             if dur > lim + FEAS_TOL * max(1.0, lim):
                 out.append(Violation("duration", f"route {k + 1}: duration {dur:.6g} exceeds the limit {lim:.6g}", route=k))
-    if inst.num_vehicles is not None and len(routes) > inst.num_vehicles:
-        out.append(Violation("vehicles", f"{len(routes)} routes exceed the {inst.num_vehicles} vehicles available"))
-    per_depot = inst.vehicles_per_depot
-    if per_depot is not None:
-        used = np.bincount([d for d in depots if 0 <= d < nd], minlength=nd)
-        for d in np.nonzero(used > per_depot)[0]:
-            out.append(Violation("vehicles", f"{used[d]} routes from depot {d} exceed the {per_depot[d]} vehicles based there"))
+    out.extend(check_fleet(depots, inst.num_vehicles, inst.vehicles_per_depot))
     return out
 
 

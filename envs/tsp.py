@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tensordict import TensorDict
@@ -86,10 +87,10 @@ class TSPEnv(EnvBase):
         *,
         device: str | torch.device = "cpu",
         seed: int | None = None,
-        **generator_params: object,
+        **generator_params: Any,
     ) -> None:
         super().__init__(device=device)
-        self.generator = generator if generator is not None else TSPGenerator(**generator_params)  # type: ignore[arg-type]
+        self.generator = generator if generator is not None else TSPGenerator(**generator_params)
         self._rng = make_rng(seed, self.device)
         n = self.generator.num_loc
         instance_specs(self, n, {"first_node": Categorical(n, shape=self.batch_size, dtype=torch.int64, device=self.device)})

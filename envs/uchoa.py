@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from nco.envs.common import as_seed
+from nco.envs.common import numpy_rng
 
 #: Side of the integer grid; coordinates are 0..GRID and ``locs`` = grid / GRID.
 GRID = 1000
@@ -143,7 +143,7 @@ class UchoaGenerator:
         """Generate a batch -> TensorDict [B] with ``locs`` [B, N, 2], ``demand`` [B, N] (fraction
         of capacity, 0 at the depot) and ``capacity`` [B] (float64, original units)."""
         (b,) = (batch_size,) if isinstance(batch_size, int) else tuple(batch_size)
-        grid, dem, cap = self.sample_grid(b, rng=_numpy_rng(seed, rng))
+        grid, dem, cap = self.sample_grid(b, rng=numpy_rng(seed, rng))
         locs = torch.from_numpy(grid.astype(np.float32) / np.float32(GRID))
         demand = np.concatenate([np.zeros((b, 1)), dem / cap[:, None]], 1).astype(np.float32)
         return TensorDict(
@@ -192,14 +192,6 @@ class UchoaGenerator:
 
 
 # ----------------------------------------------------------------------------- pieces
-def _numpy_rng(seed: int | None, rng: torch.Generator | None) -> np.random.Generator:
-    """The numpy stream of one call: from ``seed``, else one draw of ``rng``, else entropy."""
-    if rng is not None:
-        drawn = torch.randint(0, 2**62, (1,), generator=rng, device=rng.device)
-        return np.random.default_rng(int(drawn.item()))
-    return np.random.default_rng(as_seed(seed))
-
-
 def _kinds(rng: np.random.Generator, value: str, allowed: tuple[str, ...], b: int) -> np.ndarray:
     """Index into ``allowed`` per instance [B]: fixed, or uniform for ``mix``."""
     if value == "mix":

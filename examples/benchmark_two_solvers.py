@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--solvers", default="neural,ortools", help="two solver names, comma-separated")
     ap.add_argument("--size", type=int, default=50, help="customers per instance")
-    ap.add_argument("--time-limit", type=float, default=1.0, help="seconds per run (classical)")
+    ap.add_argument("--time-limit", type=float, default=1.0, help="seconds per run, for every solver")
     ap.add_argument("--quick", action="store_true", help="20 customers, 0.2 s (the test suite)")
     ap.add_argument("--out", type=Path, default=Path("out/benchmark_two_solvers"), help="output folder")
     args = ap.parse_args(argv)
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     td = problem.generator(num_loc=size)(NUM_INSTANCES, seed=1234)
     instances = [problem.to_instance(td[i : i + 1], name=f"cvrp{size}-{i}") for i in range(NUM_INSTANCES)]
     runs = {
-        name: [nco.solve(inst, solver=name, time_limit=None if name == "neural" else limit) for inst in instances]
+        name: [nco.solve(inst, solver=name, time_limit=limit) for inst in instances]
         for name in (first, second)
     }
 

@@ -10,7 +10,7 @@ on the command line are ``nco train ... --out RUN_DIR`` and ``nco solve FILE --s
 1. ``nco.train.train`` writes a run directory (``config.yaml``, ``metrics.csv``,
    ``checkpoints/last.ckpt`` and ``best.ckpt``).
 2. ``export_model`` writes a slim weights-only ``.pt`` (what ``data/checkpoints`` ships).
-3. ``nco.solve(..., model=PATH)`` solves with it; OR-Tools on the same instances for scale.
+3. ``nco.solve(..., solver="neural", model=PATH)`` solves with it; OR-Tools on the same instances for scale.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     td = problem.generator(num_loc=10)(3, seed=7)
     for i in range(3):
         inst = problem.to_instance(td[i : i + 1], name=f"cvrp10-{i}")
-        mine = nco.solve(inst, model=weights)
+        mine = nco.solve(inst, solver="neural", model=weights)
         ref = nco.solve(inst, solver="ortools", time_limit=0.2)
         gap = 100.0 * (mine.cost / ref.cost - 1.0)
         print(

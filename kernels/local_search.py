@@ -699,7 +699,7 @@ def _reference_search(routes, d_arr, dem_arr, capacity, tw_arr, svc_arr, nb, ops
     d = d_arr.tolist()
     dem = dem_arr.tolist()
     tw = None if tw_arr is None else tw_arr.tolist()
-    svc = None if svc_arr is None else svc_arr.tolist()
+    svc = [0.0] * len(d) if svc_arr is None else svc_arr.tolist()
     where: dict[int, tuple[int, int]] = {}
 
     def index() -> None:

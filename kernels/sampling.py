@@ -35,6 +35,8 @@ at the returned actions.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -234,8 +236,7 @@ def sample_torch(
 # ----------------------------------------------------------------------------------------------
 
 
-@intrinsic
-def _i32_as_f32(typingctx, v):  # pragma: no cover - compiled by numba
+def _i32_as_f32_typing(typingctx, v):  # pragma: no cover - compiled by numba
     """Reinterpret int32 bits as float32 (lets the exp below vectorise without a libm call)."""
     sig = types.float32(types.int32)
 
@@ -243,6 +244,11 @@ def _i32_as_f32(typingctx, v):  # pragma: no cover - compiled by numba
         return builder.bitcast(args[0], ir.FloatType())
 
     return sig, codegen
+
+
+# numba's types give an intrinsic the typing function's signature (typingctx, v); jitted code
+# calls it with v alone.
+_i32_as_f32 = cast(Callable[[Any], Any], intrinsic(_i32_as_f32_typing))
 
 
 _EXP_LO = np.float32(-87.0)  # below this exp underflows past float32's normal range
@@ -269,8 +275,7 @@ def _exp_le0(d):
     return p * scale if d >= _EXP_LO else np.float32(0.0)
 
 
-@intrinsic
-def _f32_as_i32(typingctx, v):  # pragma: no cover - compiled by numba
+def _f32_as_i32_typing(typingctx, v):  # pragma: no cover - compiled by numba
     """Reinterpret float32 bits as int32."""
     sig = types.int32(types.float32)
 
@@ -278,6 +283,9 @@ def _f32_as_i32(typingctx, v):  # pragma: no cover - compiled by numba
         return builder.bitcast(args[0], ir.IntType(32))
 
     return sig, codegen
+
+
+_f32_as_i32 = cast(Callable[[Any], Any], intrinsic(_f32_as_i32_typing))  # see _i32_as_f32
 
 
 @njit(inline="always", cache=True)
@@ -455,7 +463,7 @@ def _sample_row(
                 heap[0] = heap[size]
                 _sift_down(heap, 0, size, xs)
     if filt_k:
-        z_k = 0.0
+        z_k = np.float64(0.0)
         for j in range(n_kept):
             z_k += er[kept[j]]
     if filt_p:

@@ -24,7 +24,8 @@ import numba
 import torch
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    # numba.config fills its options in at import time, so its types do not declare them
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 __all__ = ["PARALLEL_MIN_WORK", "kernel_threads"]
 
@@ -37,6 +38,6 @@ def kernel_threads(work: int) -> None:
     """Set numba's thread count for a kernel call over ``work`` entries."""
     want = 1
     if work >= PARALLEL_MIN_WORK:
-        want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     if numba.get_num_threads() != want:
         numba.set_num_threads(want)

@@ -11,6 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: The solver of ``nco.solve``, ``nco.solve_batch`` and ``nco solve`` when none is named: the
+#: network's plan as PyVRP's warm start, in one time budget (the product's main job).
+DEFAULT_SOLVER = "hybrid"
+#: The time limit when none is given, for every solver (see :func:`nco.api.default_time_limit`):
+#: this many seconds per 100 nodes, at least 1 s.
+SECONDS_PER_100_NODES = 1.0
+
 # Re-exports resolve on first use so that `nco --help` and `import nco` stay fast (torch and
 # torchrl load only when a routing object is actually needed).
 _EXPORTS: dict[str, str] = {
@@ -68,6 +75,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DEFAULT_SOLVER",
+    "SECONDS_PER_100_NODES",
     "HybridSolver",
     "Instance",
     "InstanceError",

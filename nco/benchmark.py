@@ -8,9 +8,15 @@ A run directory holds everything needed to re-check it from outside::
     RUN_DIR/instances/*.vrp      generated instances (VRPLIB/TSPLIB files), when generated
     RUN_DIR/gap_vs_time.png      mean gap per solver against the time limit
 
-Runs are resumable: rows already in ``results.csv`` are not solved again. Each job runs in its
-own worker process (``spawn``), and every solver is single-threaded, so ``workers`` is the
-number of cores used.
+Runs are resumable: rows already in ``results.csv`` are not solved again. With ``workers`` > 1
+the jobs run in parallel on an :mod:`nco.executor` (``"process"``: local worker processes of one
+thread each, so ``workers`` is the number of cores used; ``"ray"``: Ray tasks, on the cluster of
+``RAY_ADDRESS`` or a local instance); the rows are the same with every executor.
+
+A time-independent solver (:func:`time_independent`: ``neural`` without the local search, whose
+plan does not depend on the time limit when the limit does not bind) runs once per instance,
+without a limit, and that run stands for every budget at least as long as its runtime (its rows
+there say so in ``note``); only the budgets it does not fit in are run with their limit.
 
 Solvers are named by labels (:func:`solver_spec`): ``NAME`` (a registry name), ``NAME+ls`` (with
 ``refine=True``) and ``NAME@MODEL`` (``neural``/``hybrid`` with that checkpoint), e.g.
@@ -30,16 +36,16 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import nco.envs as E
-import nco.solvers  # noqa: F401  (registers "neural" and "hybrid", also in spawned workers)
-from nco.baselines import SolverError, available_solvers, get_solver
+from nco.api import cached_solver  # also registers "neural" and "hybrid" in spawned workers
+from nco.baselines import Solver, SolverError, available_solvers
 from nco.envs.io import atomic_write, is_instance_file
+from nco.references import gap_pct, reference_from_sol
+from nco.solvers import NeuralSolver
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -51,15 +57,14 @@ __all__ = [
     "gap_column",
     "format_summary",
     "generate_instances",
-    "load_bks",
     "model_label",
     "parse_variants",
     "read_results",
-    "reference_cost_from_sol",
     "run_benchmark",
     "solve_file",
     "solver_spec",
     "summarize",
+    "time_independent",
     "trained_variants",
     "variant_tables",
 ]
@@ -132,10 +137,28 @@ def model_label(spec: str | Path) -> str:
     return p.stem if p.suffix else str(spec)
 
 
-def time_label(time_limit: float, per_100: float | None) -> str:
-    """How a run's budget is named in keys and tables: ``2`` (seconds) or ``0.3/100`` (seconds
-    per 100 customers, the time limit then scales with the instance)."""
-    return f"{float(per_100):g}/100" if per_100 else _fmt_num(time_limit)
+#: The budget label of a time-independent solver's one run without a time limit.
+FREE = "free"
+#: ``note`` of the rows a time-independent solver's run stands for.
+FREE_NOTE = "time-independent: one run without a time limit, reported at every budget it fits"
+
+
+def time_label(time_limit: float | None, per_100: float | None) -> str:
+    """How a run's budget is named in keys and tables: ``2`` (seconds), ``0.3/100`` (seconds
+    per 100 customers, the time limit then scales with the instance) or :data:`FREE` (no
+    limit)."""
+    if per_100:
+        return f"{float(per_100):g}/100"
+    return FREE if time_limit is None else _fmt_num(time_limit)
+
+
+def time_independent(solver: Solver) -> bool:
+    """Whether a solver's plan does not depend on its time limit as long as the limit does not
+    bind: the neural construction without the local search (a fixed decode plan, greedy or
+    seeded). Its run without a limit is then its result at every budget at least as long as
+    that run; a shorter budget binds (fewer starts or transforms) and is run with its limit.
+    The local search (``refine``) and the metaheuristics use whatever time they are given."""
+    return isinstance(solver, NeuralSolver) and not solver.refine
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -251,11 +274,12 @@ def generate_instances(
         )
     if size < 2 or num < 1:
         raise BenchmarkError(f"expected --size >= 2 and --num >= 1, got {size} and {num}")
-    if variants is not None and problem != "mtvrp":
-        raise BenchmarkError(f"--variants applies to mtvrp, not {problem!r}")
+    if variants is not None and not prob.has_variants:
+        family = ", ".join(p for p in E.available() if E.get_problem(p).has_variants)
+        raise BenchmarkError(f"--variants applies to {family}, not {problem!r}")
     out = Path(out_dir)
-    ext = ".tsp" if problem == "tsp" else ".vrp"
-    if problem == "mtvrp":
+    ext = prob.instance_suffix
+    if prob.has_variants:
         from nco.envs import mtvrp
 
         names_v = tuple(variants) if variants is not None else mtvrp.VARIANT_NAMES
@@ -270,7 +294,7 @@ def generate_instances(
     if all(p.is_file() for p in paths):
         return paths
     try:
-        if problem == "mtvrp":
+        if prob.has_variants:
             md = any(mtvrp.VARIANTS[v].multi_depot for v in names_v)
             full = ("MDOVRPBLTW" if md else "OVRPBLTW",)
             td = prob.generator(num_loc=size, distribution=distribution, variants=full)(
@@ -288,66 +312,18 @@ def generate_instances(
     return paths
 
 
-def load_bks(path: str | Path) -> dict[str, float]:
-    """Best-known costs from a CSV with an ``instance`` column and a ``bks`` (or ``cost``) column."""
-    p = Path(path)
-    if not p.is_file():
-        raise BenchmarkError(f"{p}: no such reference file")
-    with p.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        key = "bks" if "bks" in cols else "cost" if "cost" in cols else None
-        if "instance" not in cols or key is None:
-            raise BenchmarkError(
-                f"{p}: expected CSV columns 'instance' and 'bks' (or 'cost'), got {cols}"
-            )
-        out: dict[str, float] = {}
-        for row in reader:
-            try:
-                out[row["instance"].strip()] = float(row[key])
-            except (TypeError, ValueError):
-                continue
-    return out
-
-
-def reference_cost_from_sol(
-    instance_file: str | Path,
-    instance: E.Instance | None = None,
-    load: Mapping[str, Any] | None = None,
-) -> float | None:
-    """Cost of the ``.sol`` (or ``.opt.tour``) next to an instance file, or None.
-
-    The file is read with its routes' depots (:func:`nco.envs.load_solution`: a multi-depot
-    ``.sol`` names them, or numbers its routes by the instance's vehicles), so multi-depot and
-    open-route references cost as the checker does. ``instance`` is the loaded instance (else
-    the file is loaded with the :func:`nco.envs.load` options ``load``, e.g. ``{"edge_weight":
-    "EUC_2D", "scale": 1000}`` for the MDVRPTW files, whose references are in those units).
-    None also when the solution does not fit the instance (a depot it does not state, a node
-    out of range).
-    """
-    f = Path(instance_file)
-    for cand in (f.with_suffix(".sol"), f.with_suffix(".opt.tour")):
-        if cand.is_file():
-            inst = instance if instance is not None else E.load(f, **dict(load or {}))
-            try:
-                cost = E.load_solution(cand, inst).cost
-            except (E.InstanceError, ValueError):
-                return None
-            return cost if math.isfinite(cost) else None
-    return None
-
-
 # ---------------------------------------------------------------------------------- jobs
 @dataclass(frozen=True)
 class Job:
-    """One solver run: an instance file, a solver, a time limit and a seed."""
+    """One solver run: an instance file, a solver, a time limit (None: the run without a limit
+    of a :func:`time_independent` solver) and a seed."""
 
     instance_file: str
     instance: str
     problem: str
     n: int
     solver: str
-    time_limit: float
+    time_limit: float | None
     seed: int
     #: solver constructor options as sorted (name, value) pairs, e.g. (("model", "cvrp50"),)
     options: tuple[tuple[str, Any], ...] = ()
@@ -367,9 +343,13 @@ class Job:
         )
 
     def solution_name(self) -> str:
-        """File name of this job's solution (``.tour`` for the TSP)."""
-        ext = ".tour" if self.problem == "tsp" else ".sol"
-        t = f"p{self.per_100:g}" if self.per_100 else f"t{_fmt_num(self.time_limit)}"
+        """File name of this job's solution (the problem's solution suffix: ``.tour`` for the
+        TSP, ``.sol`` for the VRPs)."""
+        ext = E.get_problem(self.problem).solution_suffix
+        if self.per_100:
+            t = f"p{self.per_100:g}"
+        else:
+            t = FREE if self.time_limit is None else f"t{_fmt_num(self.time_limit)}"
         return f"{self.instance}.{_file_safe(self.solver)}.{t}.s{self.seed}{ext}"
 
 
@@ -384,17 +364,10 @@ def _fmt_num(x: float) -> str:
     return f"{float(x):g}"
 
 
-def _init_worker() -> None:
-    # One core per job: torch (imported by nco.envs) must not start its own thread pool.
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def solve_file(
     instance_file: str | Path,
     solver: str,
-    time_limit: float,
+    time_limit: float | None,
     seed: int,
     out_file: str | Path | None,
     options: Mapping[str, Any] | None = None,
@@ -407,6 +380,8 @@ def solve_file(
     ``hybrid``). ``load`` goes to :func:`nco.envs.load` (``edge_weight``, ``scale``). ``note``
     carries the solver's one-line ``metadata["summary"]`` where it has one (the hybrid: what ran
     for how long, what was skipped); ``model`` the checkpoint a neural or hybrid solver used.
+    ``time_limit`` None runs a :func:`time_independent` solver without a limit. The solver is
+    built once per process (:func:`nco.api.cached_solver`) and prepared outside the limit.
     Solver failures (no solution in time, no checkpoint for the problem) become rows with an
     ``error`` and ``feasible`` False instead of exceptions, so one failure does not stop a batch.
     """
@@ -417,7 +392,7 @@ def solve_file(
         "variant": inst.variant,
         "n": inst.num_customers,
         "solver": solver,
-        "time_limit": _fmt_num(time_limit),
+        "time_limit": "" if time_limit is None else _fmt_num(time_limit),
         "seed": seed,
         "cost": "",
         "feasible": False,
@@ -434,7 +409,7 @@ def solve_file(
     }
     name, extra = solver_spec(solver)
     try:
-        obj = get_solver(name, **{**extra, **dict(options or {})})
+        obj = cached_solver(name, {**extra, **dict(options or {})})
         prepare = getattr(obj, "prepare", None)
         if prepare is not None:
             prepare(inst)  # one-time set-up (model loading, compilation) outside the budget
@@ -443,7 +418,8 @@ def solve_file(
         return row
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        sol = obj.solve(inst, time_limit=float(time_limit), seed=int(seed))
+        limit = None if time_limit is None else float(time_limit)
+        sol = obj.solve(inst, time_limit=limit, seed=int(seed))  # type: ignore[arg-type]
     except SolverError as err:
         row.update(
             error=str(err),
@@ -485,37 +461,40 @@ def _run_job(job: Job, run_dir: str) -> dict[str, Any]:
     return row
 
 
+def _free_row(free: Mapping[str, Any], job: Job) -> dict[str, Any]:
+    """The row of a budget that a time-independent solver's run without a limit stands for."""
+    return {
+        **free,
+        "time_limit": _fmt_num(job.time_limit),  # type: ignore[arg-type]
+        "time_per_100": _fmt_num(job.per_100) if job.per_100 else "",
+        "note": FREE_NOTE,
+    }
+
+
 def execute(
     jobs: Sequence[Job],
     run_dir: str | Path,
     *,
     workers: int,
     on_result: Callable[[Job, dict[str, Any]], None],
+    executor: str = "process",
 ) -> None:
-    """Run jobs in ``workers`` processes (inline for 1) and call ``on_result`` as each ends."""
-    if not jobs:
-        return
-    if workers <= 1:
-        for job in jobs:
-            on_result(job, _run_job(job, str(run_dir)))
-        return
-    # spawn, not fork: the parent has torch loaded, and forking a process with OpenMP
-    # threads can deadlock the child.
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker
-    ) as pool:
-        pending: dict[Future[dict[str, Any]], Job] = {}
-        queue = list(jobs)
-        # Submit a bounded window so the order of completion follows the order of jobs
-        # (reference runs first) and an interrupt loses little.
-        while queue or pending:
-            while queue and len(pending) < 2 * workers:
-                job = queue.pop(0)
-                pending[pool.submit(_run_job, job, str(run_dir))] = job
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = pending.pop(fut)
-                on_result(job, fut.result())
+    """Run jobs on ``workers`` workers of an :mod:`nco.executor` (``process``: inline for 1)
+    and call ``on_result`` as each ends."""
+    from nco.executor import run_tasks
+
+    run_tasks(
+        _run_one,
+        [(job, str(run_dir)) for job in jobs],
+        workers=workers,
+        executor=executor,
+        on_result=lambda i, row: on_result(jobs[i], row),  # type: ignore[arg-type]
+        preload=("nco.benchmark",),
+    )
+
+
+def _run_one(task: tuple[Job, str]) -> dict[str, Any]:
+    return _run_job(*task)
 
 
 # ---------------------------------------------------------------------------------- results
@@ -584,7 +563,9 @@ def parse_reference(spec: str | None, time_limits: Sequence[float]) -> tuple[str
         if secs is None or secs <= 0:
             raise BenchmarkError(f"bad reference {spec!r}; expected pyvrp or pyvrp:SECONDS")
         return "pyvrp", float(secs)
-    return "bks", load_bks(spec)
+    from nco.references import read_reference_csv
+
+    return "bks", read_reference_csv(spec)
 
 
 def run_benchmark(
@@ -600,8 +581,14 @@ def run_benchmark(
     solver_options: Mapping[str, Mapping[str, Any]] | None = None,
     per_100: Sequence[float] | None = None,
     load_options: Mapping[str, Any] | None = None,
+    executor: str = "process",
 ) -> list[dict[str, str]]:
     """Solve every instance with every solver at every time limit; write and return the rows.
+
+    A :func:`time_independent` solver runs once per instance without a limit; its rows at the
+    budgets that run fits in (runtime <= the budget's seconds) are that run (``note`` says so,
+    the solution file is shared), and only the budgets it does not fit in are run with their
+    limit.
 
     Parameters
     ----------
@@ -611,7 +598,7 @@ def run_benchmark(
     time_limits : seconds per run (ignored when ``per_100`` is given).
     run_dir : output folder (``results.csv``, ``solutions/``); existing rows are kept and skipped.
     seed : solver seed recorded per row.
-    workers : parallel worker processes.
+    workers : parallel workers (processes, or Ray tasks in flight).
     reference : see :func:`parse_reference`; the gap column is ``100 * (cost / reference - 1)``.
     progress : called with one line per finished job (default: print to stderr).
     solver_options : constructor options per solver label, e.g. ``{"neural": {"model": "cvrp50"}}``
@@ -623,6 +610,7 @@ def run_benchmark(
     load_options : :func:`nco.envs.load` options for every file, e.g.
         ``{"edge_weight": "SOLOMON"}`` (Gehring-Homberger) or ``{"edge_weight": "EUC_2D",
         "scale": 1000}`` (MDVRPTW); also used for the ``.sol`` references.
+    executor : ``"process"`` or ``"ray"`` (see :mod:`nco.executor`); the rows are the same.
     """
     say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
     if len(set(solvers)) != len(solvers):
@@ -651,11 +639,9 @@ def run_benchmark(
     solver_objs = {}
     for s in opts:
         try:
-            solver_objs[s] = get_solver(solver_spec(s)[0], **opts[s])
-        except TypeError as err:
-            raise BenchmarkError(
-                f"solver {s!r} does not take {', '.join(sorted(opts[s]))}: {err}"
-            ) from None
+            solver_objs[s] = cached_solver(solver_spec(s)[0], opts[s])
+        except ValueError as err:
+            raise BenchmarkError(f"solver {s!r}: {err}") from None
     load = tuple(sorted(dict(load_options or {}).items()))
 
     run = Path(run_dir)
@@ -710,26 +696,59 @@ def run_benchmark(
     todo = [j for j in jobs if j.key not in done]
     if len(todo) < len(jobs):
         say(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} runs already in {results_csv}")
-    count = [0]
+    # a time-independent solver's budgets wait for its one run without a limit (or reuse it)
+    free = {s for s in solvers if time_independent(solver_objs[s])}
+    waiting: dict[tuple[str, str, str], list[Job]] = defaultdict(list)
+    for j in todo:
+        if j.solver in free:
+            waiting[(j.instance, j.solver, str(j.seed))].append(j)
+    free_rows: dict[tuple[str, str, str], dict[str, Any]] = {
+        (r["instance"], r["solver"], str(r["seed"])): r
+        for r in existing
+        if r.get("note") == FREE_NOTE
+    }
+    free_jobs = [
+        replace(group[0], time_limit=None, per_100=None)
+        for key, group in waiting.items()
+        if key not in free_rows
+    ]
+    first = [j for j in todo if j.solver not in free] + free_jobs
+    count = [0, len(first)]
 
     def on_result(job: Job, row: dict[str, Any]) -> None:
-        _append_result(results_csv, row)
         count[0] += 1
         status = f"cost {row['cost']}" if row["cost"] != "" else f"FAILED ({row['error']})"
         if row["cost"] != "" and not _is_true(row["feasible"]):
             status += " INFEASIBLE"
+        budget = "without a limit" if job.time_limit is None else f"{_fmt_num(job.time_limit)}s"
         say(
-            f"[{count[0]:>{len(str(len(todo)))}}/{len(todo)}] {job.instance} {job.solver} {_fmt_num(job.time_limit)}s: {status} in {row['runtime']} s"
+            f"[{count[0]:>{len(str(count[1]))}}/{count[1]}] {job.instance} {job.solver} {budget}: {status} in {row['runtime']} s"
         )
+        if job.time_limit is None:
+            free_rows[(job.instance, job.solver, str(job.seed))] = row
+        else:
+            _append_result(results_csv, row)
 
-    execute(todo, run, workers=workers, on_result=on_result)
+    execute(first, run, workers=workers, on_result=on_result, executor=executor)
+    bound = []
+    for key, group in waiting.items():
+        got = free_rows[key]
+        runtime = _float(got["runtime"])
+        for j in group:
+            # a failed run fails at every budget; a finished one stands for those it fits in
+            if got["cost"] == "" or (runtime is not None and runtime <= float(j.time_limit)):  # type: ignore[arg-type]
+                _append_result(results_csv, _free_row(got, j))
+            else:
+                bound.append(j)
+    count[:] = [0, len(bound)]
+    execute(bound, run, workers=workers, on_result=on_result, executor=executor)
 
     # Fill references and gaps for every row (old and new) and rewrite the file once.
     rows = read_results(results_csv)
     wanted = {j.key for j in jobs}
     ref: dict[str, float | None] = {}
     if kind == "sol":
-        ref = {inst.name: reference_cost_from_sol(path, inst) for path, inst in instances}
+        ref = {inst.name: reference_from_sol(path, inst) for path, inst in instances}
     elif kind == "bks":
         ref = {name: ref_arg.get(name) for name in names}
     elif kind == "pyvrp":
@@ -746,7 +765,7 @@ def run_benchmark(
         cost = _float(r["cost"])
         r["reference"] = f"{rc:.10g}" if rc is not None else ""
         r["gap_pct"] = (
-            f"{100.0 * (cost / rc - 1.0):.6f}"
+            f"{gap_pct(cost, rc):.6f}"
             if rc and cost is not None and _is_true(r["feasible"])
             else ""
         )
@@ -785,10 +804,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         costs = [_float(r["cost"]) for r in feas]
         gaps = [g for g in (_float(r["gap_pct"]) for r in feas) if g is not None]
         gbest = [
-            100.0 * (_float(r["cost"]) / best[r["instance"]] - 1.0)
+            100.0 * (c / best[r["instance"]] - 1.0)
             for r in feas
-            if best.get(r["instance"])
-        ]  # type: ignore[operator]
+            if best.get(r["instance"]) and (c := _float(r["cost"])) is not None
+        ]
         times = [t for t in (_float(r["runtime"]) for r in rs) if t is not None]
         cpus = [t for t in (_float(r.get("cpu_time")) for r in rs) if t is not None]
         over = [
@@ -1059,12 +1078,11 @@ def variant_tables(
 def trained_variants(model: str | Path) -> tuple[str, ...] | None:
     """The variants a multi-variant checkpoint was trained on (its ``train.variants``; all 16
     core variants when it names none), or None for a checkpoint of another problem."""
-    from nco.checkpoints import resolve_checkpoint
+    from nco.checkpoints import read_info
     from nco.envs import mtvrp
-    from nco.solvers import checkpoint_info
 
-    info = checkpoint_info(resolve_checkpoint(model))
-    if info.get("problem") != "mtvrp":
+    info = read_info(model)
+    if not _has_variants(str(info.get("problem"))):
         return None
     raw = (info.get("train") or {}).get("variants")
     if not raw:
@@ -1080,9 +1098,14 @@ def _row_variant(row: dict[str, Any]) -> str:
     if v:
         return v
     parts = str(row["instance"]).split("-")
-    if str(row.get("problem")) == "mtvrp" and len(parts) > 1:
+    if _has_variants(str(row.get("problem"))) and len(parts) > 1:
         return parts[1]
     return str(row.get("problem", "")).upper()
+
+
+def _has_variants(problem: str) -> bool:
+    """Whether ``problem`` is a registered variant family (False for names not registered)."""
+    return problem in E.available() and E.get_problem(problem).has_variants
 
 
 def _fw(x: float, width: int, digits: int) -> str:

@@ -1,12 +1,19 @@
-"""Self-describing checkpoints: rebuild a trained policy from the file alone.
+"""Self-describing checkpoints: find, describe and rebuild a trained policy from the file alone.
 
 A training checkpoint (Lightning ``.ckpt``) stores in ``hyper_parameters`` everything needed to
 rebuild the network: the :class:`~nco.policies.PolicyConfig` dict, problem name, size,
-distribution, preset, the training options and ``nco_version``. :func:`export_model` writes a slim
-weights-only file (policy state dict + the same info) for shipping in ``data/checkpoints/``;
-:func:`load_model` reads either.
+distribution, preset, the training options and ``nco_version`` (built by
+:func:`checkpoint_info`). :func:`export_model` writes a slim weights-only file (policy state dict
++ the same info) for shipping in ``data/checkpoints/``; :func:`load_model` reads either.
 
->>> from nco.checkpoints import load_model
+Everything about checkpoint files lives here: resolving a path, run directory or shipped name
+(:func:`resolve_checkpoint`), the shipped ones (:func:`shipped_checkpoints`,
+:func:`select_checkpoint`), reading a description without the weights (:func:`read_info`,
+cached) and loading the policy (:func:`load_model`, :func:`load_model_cached`).
+
+>>> from nco.checkpoints import load_model, read_info
+>>> read_info("cvrp50")["size"]                                                            # doctest: +SKIP
+50
 >>> policy, info = load_model("runs/cvrp50-pomo/checkpoints/best.ckpt", problem="cvrp")  # doctest: +SKIP
 >>> info["problem"], info["size"]                                                          # doctest: +SKIP
 ('cvrp', 50)
@@ -14,32 +21,50 @@ weights-only file (policy state dict + the same info) for shipping in ``data/che
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nco.baselines import SolverError
+from nco.data import checkpoints_dir
 from nco.envs import get_problem
-from nco.policies import AttentionPolicy, PolicyConfig
 
 if TYPE_CHECKING:
-    from nco.train import TrainConfig
+    from nco.policies import AttentionPolicy, PolicyConfig
+    from nco.train_config import TrainConfig
 
 __all__ = [
+    "CHECKPOINT_SUFFIXES",
     "EXPORT_FORMAT",
+    "ModelNotFoundError",
     "checkpoint_info",
     "export_model",
     "load_model",
+    "load_model_cached",
+    "load_raw",
     "read_checkpoint",
+    "read_info",
     "resolve_checkpoint",
+    "select_checkpoint",
+    "shipped_checkpoints",
+    "trained_sizes",
 ]
 
 #: Format tag of files written by :func:`export_model`.
 EXPORT_FORMAT = "nco-policy"
 EXPORT_VERSION = 1
-_SUFFIXES = (".ckpt", ".pt", ".pth")
+#: File suffixes of checkpoints (exported ``.pt`` files first: that is what ships), in the order
+#: a name without a suffix is tried.
+CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".pth")
 
 
+class ModelNotFoundError(SolverError, FileNotFoundError):
+    """No checkpoint for the request: an unknown name/path, or nothing shipped for a problem."""
+
+
+# ---------------------------------------------------------------------------------- description
 def checkpoint_info(policy_config: PolicyConfig, train_config: TrainConfig) -> dict[str, Any]:
     """The self-description stored in a checkpoint's ``hyper_parameters``.
 
@@ -63,18 +88,38 @@ def checkpoint_info(policy_config: PolicyConfig, train_config: TrainConfig) -> d
     return info
 
 
-def _packaged_dir() -> Path | None:
-    try:
-        from importlib.resources import files
+def trained_sizes(info: dict[str, Any]) -> tuple[int, int]:
+    """(smallest, largest) training size of a checkpoint description (0, 0 when unknown)."""
+    size = int(info.get("size") or 0)
+    lo, hi = info.get("size_range") or (size, size)
+    return int(lo), int(hi)
 
-        return Path(str(files("nco.data") / "checkpoints"))
-    except (ImportError, ModuleNotFoundError, TypeError):
-        return None
+
+# ---------------------------------------------------------------------------------- finding files
+def shipped_checkpoints() -> list[Path]:
+    """Checkpoint files shipped in ``nco/data/checkpoints`` (sorted by name; may be empty)."""
+    d = checkpoints_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+
+
+def _shipped_summary() -> str:
+    files = shipped_checkpoints()
+    if not files:
+        return f"no checkpoints are shipped yet (folder {checkpoints_dir()} holds none)"
+    return "shipped checkpoints: " + ", ".join(p.stem for p in files)
 
 
 def resolve_checkpoint(path_or_name: str | Path) -> Path:
     """A checkpoint file from a path, a run directory (``best.ckpt``, else ``last.ckpt``) or the
-    name of a checkpoint shipped in ``nco/data/checkpoints`` (with or without extension)."""
+    name of a checkpoint shipped in ``nco/data/checkpoints`` (with or without suffix).
+
+    Raises
+    ------
+    ModelNotFoundError
+        (a ``FileNotFoundError``) when nothing matches; the message lists what is shipped.
+    """
     p = Path(path_or_name)
     if p.is_file():
         return p
@@ -87,53 +132,76 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
         ):
             if cand.is_file():
                 return cand
-        raise FileNotFoundError(
-            f"{p}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this folder"
+        raise ModelNotFoundError(
+            f"{p}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this folder; "
+            f"{_shipped_summary()}"
         )
-    shipped = _packaged_dir()
-    if shipped is not None and shipped.is_dir() and p.parent == Path("."):
-        for cand in [shipped / p.name, *(shipped / f"{p.name}{s}" for s in _SUFFIXES)]:
+    what = "no such checkpoint file"
+    if p.parent == Path("."):
+        shipped = checkpoints_dir()
+        for cand in [shipped / p.name, *(shipped / f"{p.name}{s}" for s in CHECKPOINT_SUFFIXES)]:
             if cand.is_file():
                 return cand
-        names = sorted(f.stem for f in shipped.iterdir() if f.suffix in _SUFFIXES)
-        hint = f"; shipped checkpoints: {', '.join(names)}" if names else ""
-        raise FileNotFoundError(
-            f"{path_or_name}: no such checkpoint file or shipped checkpoint name{hint}"
+        what += " or shipped checkpoint name"
+    raise ModelNotFoundError(f"{path_or_name}: {what}; {_shipped_summary()}")
+
+
+def select_checkpoint(problem: str, size: int) -> Path:
+    """The shipped checkpoint for ``problem`` whose training size is nearest to ``size``.
+
+    A checkpoint trained on a size range (``size_range`` in its description) is at distance 0
+    from the sizes inside it. Ties go to the larger training size. Raises
+    :class:`ModelNotFoundError` naming the problem and what is shipped when none fits.
+    """
+    cands: list[tuple[int, int, Path]] = []
+    for p in shipped_checkpoints():
+        info = read_info(p)
+        if info.get("problem") == problem:
+            lo, hi = trained_sizes(info)
+            dist = 0 if lo <= size <= hi else min(abs(size - lo), abs(size - hi))
+            cands.append((dist, -hi, p))
+    if not cands:
+        raise ModelNotFoundError(
+            f"neural: no shipped checkpoint for problem {problem!r}; {_shipped_summary()}. "
+            "Pass model=PATH (--model PATH), e.g. a run directory or a file from nco train."
         )
-    raise FileNotFoundError(f"{path_or_name}: no such checkpoint file")
+    return min(cands)[2]
 
 
-def _torch_load(path: Path) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------- reading files
+def load_raw(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """The top-level dict of a checkpoint file, on the CPU.
+
+    ``mmap=True`` maps the tensors from the file instead of reading them (for zip-format files,
+    what ``torch.save`` writes), so reading the description or the loop counters of a large
+    checkpoint costs its pickled metadata only. The tensors stay valid while they are referenced.
+    """
+    path = Path(path)
+    # torch refuses mmap for the legacy (pre-zip) format; those are read whole
+    mapped = mmap and zipfile.is_zipfile(path)
+    raw: Any = None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except Exception:
-        pass
-    # Lightning checkpoints hold loop/callback state that the weights-only unpickler may refuse;
-    # these are files this package wrote (or that the user chose to load).
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from err
-
-
-def read_checkpoint(
-    path_or_name: str | Path,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
-    """(info, policy state dict, resolved path) of a Lightning checkpoint or an exported file."""
-    path = resolve_checkpoint(path_or_name)
-    raw = _torch_load(path)
+        # Lightning checkpoints hold loop/callback state that the weights-only unpickler may
+        # refuse; these are files this package wrote (or that the user chose to load).
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=False, mmap=mapped)
+        except Exception as err:
+            raise ValueError(
+                f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
+            ) from err
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: not an nco checkpoint")
+        raise ValueError(f"{path}: not an nco checkpoint (holds a {type(raw).__name__})")
+    return raw
+
+
+def _describe(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The description of a loaded checkpoint dict (exported or Lightning), with ``source``."""
     if raw.get("format") == EXPORT_FORMAT:
         info = dict(raw["info"])
-        state = dict(raw["state_dict"])
     elif "state_dict" in raw and "hyper_parameters" in raw:
         info = dict(raw["hyper_parameters"])
-        state = {
-            k[len("policy.") :]: v for k, v in raw["state_dict"].items() if k.startswith("policy.")
-        }
         info["global_step"] = int(raw.get("global_step", 0))
         info["epoch"] = int(raw.get("epoch", 0))
     else:
@@ -146,9 +214,43 @@ def read_checkpoint(
             f"{path}: checkpoint lacks {', '.join(missing)} in its description; was it written by nco train?"
         )
     info["source"] = str(path)
-    return info, state, path
+    return info
 
 
+def _policy_state(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The policy's state dict of a loaded checkpoint dict (already checked by :func:`_describe`)."""
+    if raw.get("format") == EXPORT_FORMAT:
+        return dict(raw["state_dict"])
+    return {k[len("policy.") :]: v for k, v in raw["state_dict"].items() if k.startswith("policy.")}
+
+
+_INFO_CACHE: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def read_info(path_or_name: str | Path) -> dict[str, Any]:
+    """The self-description of a checkpoint (path, run directory or shipped name) without
+    reading its weights (see :func:`load_raw`); cached per file and modification time.
+
+    Returns a fresh dict: the keys of :func:`load_model`'s ``info``.
+    """
+    p = resolve_checkpoint(path_or_name).resolve()
+    key = (str(p), p.stat().st_mtime_ns)
+    if key not in _INFO_CACHE:
+        _INFO_CACHE[key] = _describe(load_raw(p, mmap=True), p)
+    return dict(_INFO_CACHE[key])
+
+
+def read_checkpoint(
+    path_or_name: str | Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
+    """(info, policy state dict, resolved path) of a Lightning checkpoint or an exported file."""
+    path = resolve_checkpoint(path_or_name)
+    raw = load_raw(path)
+    info = _describe(raw, path)
+    return info, _policy_state(raw), path
+
+
+# ---------------------------------------------------------------------------------- the policy
 def load_model(
     path_or_name: str | Path, *, problem: str | None = None, device: str | torch.device = "cpu"
 ) -> tuple[AttentionPolicy, dict[str, Any]]:
@@ -169,6 +271,8 @@ def load_model(
         ``distribution``, ``preset``, ``policy`` config dict, ``train`` options, ``nco_version``,
         ``global_step``, ``epoch`` when known, ``source``).
     """
+    from nco.policies import AttentionPolicy, PolicyConfig
+
     info, state, path = read_checkpoint(path_or_name)
     if problem is not None and problem != info["problem"]:
         raise ValueError(
@@ -188,6 +292,24 @@ def load_model(
         raise ValueError(f"{path}: weights do not fit the stored configuration ({first})") from err
     policy.to(device).eval()
     return policy, info
+
+
+_MODEL_CACHE: dict[tuple[str, int, str], tuple[AttentionPolicy, dict[str, Any]]] = {}
+
+
+def load_model_cached(
+    path_or_name: str | Path, *, device: str = "cpu"
+) -> tuple[AttentionPolicy, dict[str, Any]]:
+    """:func:`load_model` with a per-process cache (per file, modification time and device).
+
+    Benchmark workers build a solver per job; the cached policy is shared by every caller, so
+    callers must not train or modify it.
+    """
+    p = resolve_checkpoint(path_or_name).resolve()
+    key = (str(p), p.stat().st_mtime_ns, device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = load_model(p, device=device)
+    return _MODEL_CACHE[key]
 
 
 def export_model(ckpt: str | Path, out_path: str | Path) -> Path:

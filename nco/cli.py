@@ -7,7 +7,6 @@ stderr and exit code 2, with no traceback and no partial output file.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from collections.abc import Callable, Collection, Sequence
@@ -18,25 +17,6 @@ from nco import __version__
 
 class UsageError(Exception):
     """Bad command-line input; reported as one line and exit code 2."""
-
-
-def _bks_lookup(instance_path: Path, name: str) -> float | None:
-    """Best-known value for an instance from a ``bks.csv`` beside it (as shipped in data/)."""
-    table = instance_path.parent / "bks.csv"
-    if not table.is_file():
-        return None
-    with table.open() as fh:
-        for row in csv.DictReader(fh):
-            if row.get("instance") in (name, instance_path.stem):
-                try:
-                    return float(row["bks"])
-                except (KeyError, ValueError):
-                    return None
-    return None
-
-
-def _format_cost(cost: float) -> str:
-    return f"{cost:.0f}" if abs(cost - round(cost)) < 1e-9 else f"{cost:.6g}"
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -63,7 +43,11 @@ def _stated_cost_differs(stated: str, cost: float) -> bool:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from nco.envs import Solution, load, read_solution
-    from nco.envs.io import read_stated_cost
+    from nco.envs.io import format_cost, read_stated_cost
+    from nco.references import PRINT_DIGITS, format_gap, reference_beside
+
+    def cost_text(cost: float) -> str:
+        return format_cost(cost, PRINT_DIGITS)
 
     inst = load(args.instance)
     routes = read_solution(args.solution, inst)
@@ -73,18 +57,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         f"instance  {inst.name} ({inst.problem}, {inst.num_customers} {what}, {inst.edge_weight} distances)"
     )
     print(f"routes    {len(sol.routes)}")
-    print(f"cost      {_format_cost(sol.cost)}")
+    print(f"cost      {cost_text(sol.cost)}")
     stated = read_stated_cost(args.solution)
     if stated is not None and _stated_cost_differs(stated, sol.cost):
-        print(f"note      stated cost {stated} differs from recomputed {_format_cost(sol.cost)}")
-    bks = _bks_lookup(args.instance, inst.name)
+        print(f"note      stated cost {stated} differs from recomputed {cost_text(sol.cost)}")
+    # the solution being evaluated may be the .sol beside the instance: only the table counts
+    bks = reference_beside(args.instance, inst.name)
     # A gap compares plans that are both allowed; an infeasible plan's cost says nothing.
-    if bks is not None and sol.feasible:
-        print(f"gap       {100.0 * (sol.cost - bks) / bks:+.3f}% to best-known {_format_cost(bks)}")
+    if bks and sol.feasible:
+        print(f"gap       {format_gap(sol.cost, bks, 3)} to best-known {cost_text(bks)}")
     if sol.feasible:
         print("feasible")
         return 0
-    print(f"INFEASIBLE: {len(sol.violations)} violation(s)")
+    n = len(sol.violations)
+    print(f"INFEASIBLE: {n} violation{'' if n == 1 else 's'}")
     for v in sol.violations:
         print(f"  - {v}")
     return 1
@@ -94,7 +80,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     # Choices are validated when the command runs, so building the parser never imports torch.
     p = sub.add_parser("generate", help="write generated instances as files plus a tensor dataset")
-    p.add_argument("--problem", required=True, help="tsp, cvrp or cvrptw")
+    p.add_argument(
+        "--problem", required=True, help="tsp, cvrp, cvrptw or mtvrp (the VRP variants)"
+    )
     p.add_argument("--size", type=int, required=True, help="customers (VRPs) or cities (TSP)")
     p.add_argument("--num", type=int, required=True, help="number of instances")
     p.add_argument("--seed", type=int, default=1234)
@@ -125,7 +113,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     td = gen(args.num, seed=args.seed)
     stem = f"{problem.name}{args.size}_{args.distribution}_seed{args.seed}"
-    ext = ".vrp" if problem.has_depot else ".tsp"
+    ext = problem.instance_suffix
     out: Path = args.out
     width = max(4, len(str(args.num - 1)))
     written: list[Path] = []
@@ -224,18 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _requested_command(argv)
     parser = build_parser(full=() if command is None else (command,))
     args = parser.parse_args(argv)
-    from nco.envs import InstanceError  # after parsing: --help/--version must not load torch
-
     try:
         func = args.func if hasattr(args, "func") else None
         if func is None:
             parser.error("missing command")
         return int(func(args) or 0)
-    except (InstanceError, UsageError, OSError) as err:
-        print(f"nco {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        # Library validation errors name the offending value; show them without a traceback.
+    except (UsageError, OSError, ValueError) as err:
+        # Bad files (InstanceError is a ValueError) and library validation errors name the
+        # offending value; show them without a traceback. Nothing is imported for this check:
+        # a command that starts workers does so before it loads torch itself.
         print(f"nco {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -41,12 +41,26 @@ from nco.baselines import (
     register_solver,
 )
 from nco.baselines.protocol import check_time_limit
+from nco.checkpoints import (
+    CHECKPOINT_SUFFIXES,
+    ModelNotFoundError,
+    load_model_cached,
+    resolve_checkpoint,
+    select_checkpoint,
+    shipped_checkpoints,
+    trained_sizes,
+)
+
+# ``checkpoint_info(path)`` was this module's reader of a checkpoint's description; importers
+# (nco.api, nco.benchmark) still use that name for it.
+from nco.checkpoints import read_info as checkpoint_info
 from nco.envs import Instance, Solution, available, get_problem
 
 if TYPE_CHECKING:
     from torchrl.envs import EnvBase
 
     from nco.policies import AttentionPolicy
+    from nco.policies.decoding import DecodeConfig, DecodePlan
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -55,14 +69,12 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
     "NeuralSolver",
+    "checkpoint_info",
     "refine_routes",
     "register",
     "select_checkpoint",
     "shipped_checkpoints",
 ]
-
-#: File suffixes of checkpoints (exported ``.pt`` files and Lightning ``.ckpt`` files).
-CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".pth")
 
 #: What ``model=`` accepts: a path, a shipped name, a loaded ``(policy, info)`` pair, or None.
 ModelSpec: TypeAlias = "str | Path | tuple[AttentionPolicy, dict[str, Any]] | None"
@@ -113,10 +125,6 @@ _Plan: TypeAlias = "tuple[list[list[int]], list[int] | None]"
 
 
 # ---------------------------------------------------------------------------------- errors
-class ModelNotFoundError(SolverError, FileNotFoundError):
-    """No checkpoint for the request: an unknown name/path, or nothing shipped for a problem."""
-
-
 class ModelMismatchError(SolverError, ValueError):
     """A checkpoint trained on one problem was given an instance of another."""
 
@@ -137,98 +145,6 @@ class ModelMismatchError(SolverError, ValueError):
         )
 
 
-# ---------------------------------------------------------------------------------- checkpoints
-def _checkpoints_dir() -> Path:
-    from nco.data import checkpoints_dir
-
-    return checkpoints_dir()
-
-
-def shipped_checkpoints() -> list[Path]:
-    """Checkpoint files shipped in ``nco/data/checkpoints`` (sorted by name; may be empty)."""
-    d = _checkpoints_dir()
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-
-
-_INFO_CACHE: dict[tuple[str, int], dict[str, Any]] = {}
-
-
-def checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """The self-description of a checkpoint file (cached per path and modification time)."""
-    from nco.checkpoints import read_checkpoint
-
-    p = Path(path).resolve()
-    key = (str(p), p.stat().st_mtime_ns)
-    if key not in _INFO_CACHE:
-        _INFO_CACHE[key] = read_checkpoint(p)[0]
-    return dict(_INFO_CACHE[key])
-
-
-def _shipped_summary() -> str:
-    files = shipped_checkpoints()
-    if not files:
-        return f"no checkpoints are shipped yet (folder {_checkpoints_dir()} holds none)"
-    return "shipped checkpoints: " + ", ".join(p.stem for p in files)
-
-
-def select_checkpoint(problem: str, size: int) -> Path:
-    """The shipped checkpoint for ``problem`` whose training size is nearest to ``size``.
-
-    A checkpoint trained on a size range (``size_range`` in its description) is at distance 0
-    from the sizes inside it. Ties go to the larger training size. Raises :class:`ModelNotFoundError` naming the problem
-    and what is shipped when none fits.
-    """
-    cands: list[tuple[int, int, Path]] = []
-    for p in shipped_checkpoints():
-        info = checkpoint_info(p)
-        if info.get("problem") == problem:
-            lo, hi = _trained_sizes(info)
-            # a multi-size checkpoint is at distance 0 from every size it was trained on
-            dist = 0 if lo <= size <= hi else min(abs(size - lo), abs(size - hi))
-            cands.append((dist, -hi, p))
-    if not cands:
-        raise ModelNotFoundError(
-            f"neural: no shipped checkpoint for problem {problem!r}; {_shipped_summary()}. "
-            "Pass model=PATH (--model PATH), e.g. a run directory or a file from nco train."
-        )
-    return min(cands)[2]
-
-
-def _trained_sizes(info: dict[str, Any]) -> tuple[int, int]:
-    """(smallest, largest) training size of a checkpoint description (0, 0 when unknown)."""
-    size = int(info.get("size") or 0)
-    lo, hi = info.get("size_range") or (size, size)
-    return int(lo), int(hi)
-
-
-def _resolve(model: str | Path) -> Path:
-    from nco.checkpoints import resolve_checkpoint
-
-    try:
-        return resolve_checkpoint(model)
-    except FileNotFoundError as err:
-        msg = str(err)  # resolve_checkpoint already lists the shipped names when there are any
-        if "shipped checkpoints:" not in msg:
-            msg = f"{msg}; {_shipped_summary()}"
-        raise ModelNotFoundError(msg) from None
-
-
-_MODEL_CACHE: dict[tuple[str, int, str], tuple[AttentionPolicy, dict[str, Any]]] = {}
-
-
-def _load(path: Path, device: str) -> tuple[AttentionPolicy, dict[str, Any]]:
-    """load_model with a per-process cache (benchmark workers build a solver per job)."""
-    from nco.checkpoints import load_model
-
-    p = path.resolve()
-    key = (str(p), p.stat().st_mtime_ns, device)
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_model(p, device=device)
-    return _MODEL_CACHE[key]
-
-
 def _auto_device(device: str | None) -> str:
     from nco.devices import resolve_device
 
@@ -244,32 +160,21 @@ def _key(sol: Solution) -> tuple[bool, float]:
 def _best_indices(instance: Instance, actions: np.ndarray, k: int = 1) -> list[int]:
     """Indices of the ``k`` best distinct of M action sequences [M, T] by cost in instance units.
 
-    Depots are nodes ``0..num_depots-1``: an arc into a depot costs 0 from another depot (a
-    multi-depot switch or padding) and on open routes (no return leg). Candidates that use
-    more routes than the instance's fleet (in all, or from one depot) are ranked after those
-    that fit.
+    Each candidate is costed as its solution will be (:meth:`Instance.route_cost` of its
+    routes); candidates that use more routes than the instance's fleet (in all, or from one
+    depot: the checker's :func:`~nco.envs.common.check_fleet`) are ranked after those that fit.
     """
-    d = instance.distance
-    if instance.has_depot:
-        nd = instance.num_depots
-        z = np.zeros((actions.shape[0], 1), dtype=np.int64)
-        seq = np.concatenate([z, actions, z], 1)
-        frm, to = seq[:, :-1], seq[:, 1:]
-        free = (to < nd) & ((frm < nd) | instance.open_routes)
-        cost = np.where(free, 0.0, d[frm, to]).sum(1)
-        ends = (frm >= nd) & (to < nd)  # a route ends where a customer is followed by a depot
-        over = np.zeros(len(seq), dtype=bool)
-        if instance.num_vehicles is not None:
-            over |= ends.sum(1) > instance.num_vehicles
-        per_depot = instance.vehicles_per_depot
-        if per_depot is not None:
-            for dep in range(nd):
-                over |= (ends & (to == dep)).sum(1) > per_depot[dep]
-    else:
-        tour = actions[:, : instance.num_nodes]
-        seq = np.concatenate([tour, tour[:, :1]], 1)
-        cost = d[seq[:, :-1], seq[:, 1:]].sum(1)
-        over = np.zeros(len(seq), dtype=bool)
+    from nco.envs.common import check_fleet
+
+    problem = get_problem(instance.problem)
+    per_depot = instance.vehicles_per_depot
+    cost = np.empty(len(actions))
+    over = np.zeros(len(actions), dtype=bool)
+    for m, seq in enumerate(actions.tolist()):
+        routes, depots = _split_tour(problem, instance, seq)
+        starts = depots if depots is not None else [0] * len(routes)
+        cost[m] = instance.route_cost(routes, depots)
+        over[m] = bool(instance.has_depot and check_fleet(starts, instance.num_vehicles, per_depot))
     order = np.lexsort((cost, over))
     if k <= 1:
         return [int(order[0])]
@@ -513,8 +418,8 @@ class NeuralSolver:
         else:
             self.device = _auto_device(device)
             if model is not None:
-                path = _resolve(model)
-                self._fixed = _load(path, self.device)
+                path = resolve_checkpoint(model)
+                self._fixed = load_model_cached(path, device=self.device)
                 self._source = str(path)
 
     def __repr__(self) -> str:
@@ -536,7 +441,7 @@ class NeuralSolver:
         if self._fixed is not None:
             trained = str(self._fixed[1]["problem"])
             return problem == trained or problem in get_problem(trained).accepts
-        return problem in available() and get_problem(problem).file_io
+        return problem in available()
 
     def refusal(self, instance: Instance) -> str | None:
         """Why the network cannot represent ``instance`` (naming the attribute, e.g.
@@ -558,7 +463,7 @@ class NeuralSolver:
             source = self._source or "<loaded model>"
         else:
             path = select_checkpoint(instance.problem, instance.num_customers)
-            policy, info = _load(path, self.device)
+            policy, info = load_model_cached(path, device=self.device)
             source = str(path)
         trained = str(info["problem"])
         if instance.problem != trained and instance.problem not in get_problem(trained).accepts:
@@ -616,11 +521,10 @@ class NeuralSolver:
         td = problem.generator(num_loc=instance.num_customers)(1, seed=0).to(self.device)
         env = self._env(problem.name, instance.num_customers)
         cfg = self._decode
-        one = dataclasses.replace(
-            cfg,
-            augment=1,
-            **({"num_starts": 1} if cfg.strategy.startswith("multistart") else {}),
-        )
+        single: dict[str, Any] = {"augment": 1}
+        if cfg.strategy.startswith("multistart"):
+            single["num_starts"] = 1
+        one = dataclasses.replace(cfg, **single)
         if cfg.strategy == "beam_search":
             one = dataclasses.replace(one, beam_width=1)
 
@@ -666,7 +570,7 @@ class NeuralSolver:
             self._envs[key] = get_problem(problem).make_env(num_loc=num_loc, device=self.device)
         return self._envs[key]
 
-    def _plan(self, num_nodes: int, num_candidates: int) -> Any:
+    def _plan(self, num_nodes: int, num_candidates: int) -> DecodePlan:
         """The decode plan of this solver's options for one instance size."""
         from nco.policies.decoding import plan_decode
 
@@ -681,7 +585,7 @@ class NeuralSolver:
             memory_budget=self.memory_budget,
         )
 
-    def _config(self, plan: Any, num_candidates: int, seed: int) -> Any:
+    def _config(self, plan: DecodePlan, num_candidates: int, seed: int) -> DecodeConfig:
         """The DecodeConfig of one decode under ``plan``."""
         cfg = self._decode
         over: dict[str, Any] = {"seed": int(seed), "max_rows": plan.max_rows}
@@ -693,9 +597,10 @@ class NeuralSolver:
             over["start_choice"] = "random" if plan.num_starts < num_candidates else "first"
         return dataclasses.replace(cfg, **over)
 
-    def _rows(self, cfg: Any) -> int:
+    def _rows(self, cfg: DecodeConfig) -> int:
         """Decode rows per instance and transform under ``cfg``."""
         if cfg.strategy.startswith("multistart"):
+            assert cfg.num_starts is not None  # _config sets it for the multistart strategies
             return int(cfg.num_starts) * (
                 cfg.num_samples if cfg.strategy.endswith("sampling") else 1
             )
@@ -708,14 +613,14 @@ class NeuralSolver:
         self,
         instance: Instance,
         *,
-        time_limit: float | None = None,
+        time_limit: float = math.inf,
         seed: int = 0,
         initial_routes: list[list[int]] | None = None,
         initial_depots: Sequence[int] | None = None,
     ) -> Solution:
         """Construct (and optionally refine) a solution; see :class:`~nco.baselines.Solver`.
 
-        ``time_limit`` (None = no limit) bounds the whole call: the construction runs in rounds
+        ``time_limit`` (``math.inf`` = no limit) bounds the whole call: the construction runs in rounds
         that fit it (see the class) and the refinement is skipped when no time is left.
         ``initial_routes``, when given and better, are returned instead
         (``metadata["returned_initial"]``); ``initial_depots[k]`` is initial route k's depot
@@ -734,7 +639,7 @@ class NeuralSolver:
         self,
         instances: Sequence[Instance],
         *,
-        time_limit: float | None = None,
+        time_limit: float = math.inf,
         seed: int = 0,
         initial_routes: Sequence[list[list[int]] | None] | None = None,
         initial_depots: Sequence[Sequence[int] | None] | None = None,
@@ -754,6 +659,9 @@ class NeuralSolver:
         import torch
 
         t0 = time.perf_counter()
+        if time_limit is None:  # how callers said "no limit" before the protocol's float
+            time_limit = math.inf
+        limited = math.isfinite(time_limit)
         insts = list(instances)
         if not insts:
             return []
@@ -794,7 +702,7 @@ class NeuralSolver:
         share: list[float] = [0.0] * len(insts)
         batch_time: list[float] = [0.0] * len(insts)
         deadline = None
-        if time_limit is not None:
+        if limited:
             frac = REFINE_SPLIT if refining else 1.0 - FINISH_RESERVE
             deadline = t0 + time_limit * frac
         decode_meta: list[dict[str, Any]] = [{} for _ in insts]
@@ -811,6 +719,7 @@ class NeuralSolver:
             for s in range(0, len(idx), step):
                 chunk = idx[s : s + step]
                 td = torch.cat([tds[k] for k in chunk], 0)
+                found: np.ndarray | None
                 if deadline is None:
                     found, info_k = self._decode_all(policy, td, env, gcfg, plan)
                 else:
@@ -856,7 +765,7 @@ class NeuralSolver:
             meta["construction_cost"] = sol.cost
             if self.refine:
                 ls_end = None
-                if time_limit is not None:
+                if limited:
                     ls_end = t0 + time_limit * (1.0 - FINISH_RESERVE)
                 refusal = _refine_refusal(inst)
                 if refusal is not None:
@@ -914,7 +823,7 @@ class NeuralSolver:
         return out
 
     def _decode_all(
-        self, policy: AttentionPolicy, td: Any, env: EnvBase, cfg: Any, plan: Any
+        self, policy: AttentionPolicy, td: Any, env: EnvBase, cfg: DecodeConfig, plan: DecodePlan
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """One decode of the whole plan -> candidate actions [B, K, T] and what was done."""
         import torch
@@ -930,8 +839,8 @@ class NeuralSolver:
         policy: AttentionPolicy,
         td: Any,
         env: EnvBase,
-        cfg: Any,
-        plan: Any,
+        cfg: DecodeConfig,
+        plan: DecodePlan,
         deadline: float,
         source: str,
     ) -> tuple[np.ndarray | None, dict[str, Any]]:
@@ -977,15 +886,18 @@ class NeuralSolver:
                     stopped = f"time limit: {done_t} of {total} transforms decoded"
                     break
                 rows = 1  # try one row; the deadline guards it
-            rcfg = dataclasses.replace(
-                cfg,
-                augment=g,
-                first_transform=done_t,
-                seed=int(cfg.seed) + 7919 * rounds,
-                deadline=deadline,
-                **({"num_starts": rows} if multi else {}),
-                **({"start_choice": "random"} if multi and rows < want else {}),
-            )
+            assert cfg.seed is not None  # _config sets it
+            over: dict[str, Any] = {
+                "augment": g,
+                "first_transform": done_t,
+                "seed": int(cfg.seed) + 7919 * rounds,
+                "deadline": deadline,
+            }
+            if multi:
+                over["num_starts"] = rows
+                if rows < want:
+                    over["start_choice"] = "random"
+            rcfg = dataclasses.replace(cfg, **over)
             tr = time.perf_counter()
             try:
                 with torch.inference_mode():
@@ -1073,7 +985,7 @@ def _warn_size(source: str, info: dict[str, Any], instance: Instance) -> None:
     """Warn once per checkpoint and size when ``instance`` is far outside its training sizes."""
     import warnings
 
-    lo, hi = _trained_sizes(info)
+    lo, hi = trained_sizes(info)
     if not hi:
         return
     n = instance.num_customers

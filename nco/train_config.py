@@ -86,8 +86,9 @@ class TrainConfig:
     precision : Lightning precision (``32``, ``16-mixed``, ``bf16-mixed``, ...).
     aux_loss_weight : weight of the MoE auxiliary (balance + z) loss.
     reward_norm : ``none`` | ``std`` | ``mean_abs``: divide advantages by a running scale, kept
-        per variant for multi-variant problems. None = ``std`` for ``mtvrp`` (RouteFinder's
-        multi-task normalisation; measurements in ``benchmarks/README.md``), else ``none``.
+        per variant for multi-variant problems. None = the problem's ``reward_norm``: ``std`` for
+        ``mtvrp`` (RouteFinder's multi-task normalisation; measurements in
+        ``benchmarks/README.md``), else ``none``.
     reward_norm_decay : decay of that running estimate.
     ema_beta : decay of the ``exponential`` baseline.
     bl_eval_size, bl_alpha : ``rollout`` baseline: held instances for the epoch-end paired
@@ -112,7 +113,8 @@ class TrainConfig:
         would not end within the limit is skipped.
     checkpoint_every : steps between ``last.ckpt`` saves.
     log_every : steps between metric rows.
-    accelerator, devices, strategy : passed to ``lightning.Trainer``.
+    accelerator, devices, strategy, num_nodes : passed to ``lightning.Trainer`` (``devices`` per
+        node; several nodes take ``strategy="ddp"``, launched by torchrun or SLURM).
     """
 
     problem: str = "tsp"
@@ -161,6 +163,7 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
+    num_nodes: int = 1
 
     def __post_init__(self) -> None:
         from nco.envs import available, get_problem
@@ -246,9 +249,13 @@ class TrainConfig:
         if self.max_time is not None and not self.max_time > 0:
             raise bad("max_time", self.max_time, "a positive number of seconds")
         lo, _ = self.size_bounds
-        if self.problem == "tsp" and (lo < 2 or min(self.val_sizes or (2,)) < 2):
-            name, value = ("size", self.size) if lo < 2 else ("val_sizes", self.val_sizes)
-            raise bad(name, value, "at least 2 cities")
+        problem = get_problem(self.problem)
+        least = problem.min_nodes
+        if lo < least or min(self.val_sizes or (least,)) < least:
+            name, value = ("size", self.size) if lo < least else ("val_sizes", self.val_sizes)
+            raise bad(
+                name, value, f"at least {least} {'customers' if problem.has_depot else 'cities'}"
+            )
         if self.batch_power is not None:
             p = self.batch_power
             if isinstance(p, bool) or not isinstance(p, int | float) or not (0 <= p < 10):
@@ -271,6 +278,8 @@ class TrainConfig:
         dev = self.devices
         if not (dev == "auto" or (isinstance(dev, int) and not isinstance(dev, bool) and dev >= 1)):
             raise bad("devices", dev, "a positive integer or 'auto'")
+        if isinstance(self.num_nodes, bool) or not isinstance(self.num_nodes, int) or self.num_nodes < 1:
+            raise bad("num_nodes", self.num_nodes, "a positive integer")
         unknown = set(self.policy) - {f.name for f in dataclasses.fields(PolicyConfig)}
         if unknown:
             raise ValueError(f"policy: unknown PolicyConfig field(s) {', '.join(sorted(unknown))}")
@@ -406,6 +415,8 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """Fill the defaults that depend on other options (``baseline``, ``decoding``,
         ``reward_norm``) and validate the policy."""
+        from nco.envs import get_problem
+
         pcfg = self.policy_config()
         decoding = self.decoding or pcfg.train_decoding
         if decoding not in ("sampling", "multistart_sampling", "greedy", "multistart_greedy"):
@@ -419,9 +430,9 @@ class TrainConfig:
             raise ValueError(
                 "baseline shared needs several rollouts per instance: use a multistart decoding, num-samples > 1 or augment 8"
             )
-        # variants' costs differ in scale (a VRPTW route is ~2x an OVRP one); unnormalised
-        # advantages let the costly variants dominate the gradient
-        reward_norm = self.reward_norm or ("std" if self.problem == "mtvrp" else "none")
+        # the problem's default: "std" where variants' costs differ in scale (a VRPTW route is
+        # ~2x an OVRP one) and unnormalised advantages let the costly variants dominate
+        reward_norm = self.reward_norm or get_problem(self.problem).reward_norm
         if self.train_starts is not None and not decoding.startswith("multistart"):
             raise ValueError(
                 f"train-starts: needs a multistart decoding (POMO), this run decodes with {decoding}"

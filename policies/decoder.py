@@ -253,12 +253,12 @@ class PointerDecoder(nn.Module):
         stats = None
         if self.moe is not None:
             glimpse, stats = self.moe(glimpse)
-        if self.residual_ffn:
+        if self.ffn is not None:  # decoder_residual_ffn
             # ReLD: identity mapping of the context, then a feed-forward refinement
             if self.out is not None:
                 glimpse = self.out(glimpse)
             glimpse = glimpse + q
-            glimpse = glimpse + self.ffn(glimpse)  # type: ignore[misc]
+            glimpse = glimpse + self.ffn(glimpse)
         # (without MoE and ReLD the output projection W_o is folded into cache.logit_k)
         logits = torch.bmm(glimpse, cache.logit_k)
         if dist is not None:

@@ -603,7 +603,7 @@ def decode(parts: PolicyParts, td: TensorDict, env: EnvBase, cfg: DecodeConfig) 
     tame_allocator()
     if cfg.seed is None:  # one draw from torch's global stream, whatever the chunking
         cfg = dataclasses.replace(cfg, seed=_seed(cfg))
-    seed = int(cfg.seed)  # type: ignore[arg-type]
+    seed = _seed(cfg)
     b0 = td.batch_size[0]
     a = cfg.augment
     first_actions = None

@@ -335,6 +335,7 @@ class MoE(nn.Module):
             self.noise = nn.Linear(d_model, E, bias=False)
             nn.init.zeros_(self.noise.weight)  # start with softplus(0) = 0.69 noise scale
         if config.router == "loss_free":
+            self.expert_bias: Tensor
             self.register_buffer("expert_bias", torch.zeros(E))
         if config.router == "hierarchical":
             self.dense_gate = nn.Linear(d_model, 2, bias=False)
@@ -431,6 +432,7 @@ class MoE(nn.Module):
         total_w = unit_w.sum().clamp_min(1.0)
         slot_w = unit_w[:, None]
 
+        capacity: int | None
         if cfg.router == "expert_choice":
             cf = 1.0 if cfg.capacity_factor is None else cfg.capacity_factor
             capacity = min(U, max(1, math.ceil(cf * U * cfg.k / E)))

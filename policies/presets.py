@@ -108,7 +108,7 @@ class PolicyConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if dataclasses.is_dataclass(v):
+            if dataclasses.is_dataclass(v) and not isinstance(v, type):
                 v = dataclasses.asdict(v)
             elif isinstance(v, tuple):
                 v = list(v)

@@ -6,6 +6,7 @@ Examples::
     nco benchmark data/cvrplib-x --solvers neural,hybrid,pyvrp --model cvrp100 --out runs/xn
     nco benchmark --problem cvrp --size 100 --num 100 --seed 1234 --solvers hgs,pyvrp \\
         --time-limits 1 --reference pyvrp:5 --workers 2 --out runs/cvrp100
+    RAY_ADDRESS=auto nco benchmark data/cvrplib-x --executor ray --workers 64 --out runs/x
 
 Variant files with their sets' distance conventions (Gehring-Homberger: one-decimal
 truncation; MDVRPTW: PyVRP's ``round_func="exact"``, i.e. EUC_2D on coordinates x 1000)::
@@ -17,7 +18,9 @@ Multi-variant VRP: the same ``--num`` instances in every variant of ``--variants
 files (``instances/mtvrp50-VRPTW-uniform-s1234-0007.vrp``), solved by the same runner, plus the
 per-variant table (``table.txt``: every variant's mean cost per reference solver and each model's
 mean gap to the best reference plan, averaged over trained, zero-shot and M/MD variants).
-Several checkpoints: ``--model A,B`` turns ``neural`` into the labels ``neural@A`` and
+A time-independent solver (``neural`` without ``+ls``) runs once per instance without a time
+limit and is reported at every budget that run fits in (rows with that ``note``); budgets it
+does not fit in are run with their limit. Several checkpoints: ``--model A,B`` turns ``neural`` into the labels ``neural@A`` and
 ``neural@B`` (rows keyed by label, each resumed on its own; ``neural@NAME`` in ``--solvers``
 works too)::
 
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from nco.commands import guarded, standalone_main
+from nco.executor import EXECUTORS
 
 __all__ = ["add_parser", "configure", "main", "run"]
 
@@ -45,7 +49,11 @@ def configure(p: argparse.ArgumentParser) -> None:
         "dir", nargs="?", type=Path, help="folder of instance files (.vrp, .tsp, Solomon .txt)"
     )
     g = p.add_argument_group("generated set (instead of DIR)")
-    g.add_argument("--problem", help="tsp, cvrp, cvrptw or mtvrp")
+    g.add_argument(
+        "--problem",
+        help="tsp, cvrp, cvrptw or mtvrp (the VRP variants: backhauls, open routes, route "
+        "limits, time windows, several depots; see --variants)",
+    )
     g.add_argument(
         "--variants",
         default=None,
@@ -95,7 +103,16 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        help="parallel worker processes (one core each); default 1",
+        help="runs at a time (worker processes of one core each, or Ray tasks in flight); "
+        "default 1",
+    )
+    p.add_argument(
+        "--executor",
+        default="process",
+        choices=EXECUTORS,
+        help="process (local worker processes; the default) or ray (Ray tasks on the cluster "
+        'of RAY_ADDRESS, else a local Ray instance; pip install "nco[cluster]"); the rows are '
+        "the same",
     )
     p.add_argument(
         "--reference",
@@ -272,6 +289,7 @@ def _run(args: argparse.Namespace) -> int:
         solver_options=options,
         per_100=per_100,
         load_options=load,
+        executor=args.executor,
     )
     summary = summarize(rows)
     print(format_summary(summary))
@@ -280,7 +298,9 @@ def _run(args: argparse.Namespace) -> int:
     with atomic_write(args.out / "summary.md") as fh:
         fh.write(format_budget_tables(summary))
     written = [args.out / "results.csv", args.out / "summary.md"]
-    if any(r["problem"] == "mtvrp" for r in rows):
+    from nco.envs import get_problem
+
+    if any(get_problem(r["problem"]).has_variants for r in rows):
         tables = variant_tables(rows, trained=_trained(labels, options))
         text = "\n\n".join(t.text for t in tables)
         print(text)

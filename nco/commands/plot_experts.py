@@ -68,8 +68,8 @@ def _variant_list(spec: str, info: dict[str, Any]) -> tuple[str, ...]:
         trained = (info.get("train") or {}).get("variants")
         if not trained:
             raise ValueError("--variants trained: the checkpoint records no training variants")
-        names = trained.split(",") if isinstance(trained, str) else list(trained)
-        return tuple(n.strip() for n in names)
+        listed = trained.split(",") if isinstance(trained, str) else list(trained)
+        return tuple(n.strip() for n in listed)
     names = tuple(n.strip() for n in spec.split(",") if n.strip())
     for n in names:
         mtvrp.variant_index(n)  # ValueError naming the unknown variant
@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     if size < 1:
         raise ValueError(f"--size must be >= 1, got {size}")
     torch.manual_seed(args.seed)
-    if problem == "mtvrp":
+    if E.get_problem(problem).has_variants:
         from nco.envs import mtvrp
 
         names = _variant_list(args.variants, info)
@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         data = full(args.num, seed=args.seed)
         td = torch.cat([mtvrp.to_variant(data, v) for v in names])
         groups = mtvrp.variant_names(td)
-        env = E.make("mtvrp", generator=full)
+        env = E.make(problem, generator=full)
     else:
         env = E.make(problem, num_loc=size)
         td = env.generator(args.num, seed=args.seed)

@@ -45,7 +45,8 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "--distribution",
         "distribution",
         str,
-        "instance distribution: uniform, clustered, mixed; cvrp also uchoa (X-like)",
+        "instance distribution: uniform, clustered, mixed; cvrp also uchoa (X-like), cvrptw also "
+        "solomon (the six Solomon classes)",
     ),
     ("--preset", "preset", str, "policy preset: am, pomo, pomo-moe, rf-transformer, pomo-dist"),
     ("--moe-router", "moe_router", str, "MoE router: topk, loss_free, expert_choice, hierarchical"),
@@ -112,6 +113,7 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--accelerator", "accelerator", str, "Lightning accelerator: auto, cpu, gpu"),
     ("--devices", "devices", str, "number of devices or 'auto'"),
     ("--strategy", "strategy", str, "Lightning strategy: auto, ddp, ..."),
+    ("--num-nodes", "num_nodes", int, "machines of a multi-node ddp run (torchrun / SLURM)"),
     ("--seed", "seed", int, "seed of the initial weights and of every training batch"),
     ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints/last.ckpt saves"),
     ("--log-every", "log_every", int, "steps between metrics.csv rows"),
@@ -235,11 +237,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 #: Choices whose source of truth lives in torch-importing packages (the problem registry
-#: ``nco.envs.available()``, ``nco.envs.cvrp.CVRP_DISTRIBUTIONS``, ``nco.policies.PRESETS``),
+#: ``nco.envs.available()``, each problem's ``distributions``, ``nco.policies.PRESETS``),
 #: repeated here so that building the parser imports neither torch nor lightning; a test keeps
 #: them equal to the library's.
 _PROBLEMS = ("cvrp", "cvrptw", "mtvrp", "tsp")
-_DISTRIBUTIONS = ("uniform", "clustered", "mixed", "uchoa")  # a superset of every problem's
+_DISTRIBUTIONS = ("uniform", "clustered", "mixed", "uchoa", "solomon")  # the union of every problem's
 _PRESETS = ("am", "pomo", "pomo-moe", "rf-transformer", "pomo-dist")
 
 
@@ -337,7 +339,8 @@ def _print_config(cfg: Any, run_dir: Path, resume: bool) -> None:
 def _run(args: argparse.Namespace) -> int:
     import yaml
 
-    from nco.train import _is_rank_zero, train
+    from nco.train import train
+    from nco.train.run import is_rank_zero
 
     resume = args.resume is not None
     if resume:
@@ -382,15 +385,15 @@ def _run(args: argparse.Namespace) -> int:
             or Path("runs")
             / f"{cfg.problem}{cfg.size_label}-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        if (run_dir / "checkpoints" / "last.ckpt").is_file() and _is_rank_zero():
+        if (run_dir / "checkpoints" / "last.ckpt").is_file() and is_rank_zero():
             raise ValueError(
                 f"{run_dir} already holds a run; use --resume {run_dir} or another --out"
             )
     cfg = cfg.resolved()
-    if _is_rank_zero():
+    if is_rank_zero():
         _print_config(cfg, run_dir, resume)
     result = train(cfg, run_dir, resume=resume, progress_bar=not args.no_progress)
-    if _is_rank_zero():
+    if is_rank_zero():
         best = (
             f", best val/cost {result.best_val_cost:.4f}"
             if result.best_val_cost is not None

@@ -12,14 +12,17 @@ dense branch). :func:`plot_expert_load` draws one heatmap per layer.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tensordict import TensorDict
+
+if TYPE_CHECKING:
+    from nco.policies.moe import MoE
 
 __all__ = ["ExpertLoad", "expert_load", "plot_expert_load", "write_expert_load_csv"]
 
@@ -58,10 +61,10 @@ class ExpertLoad:
         return bool(self.counts[..., -1].sum() > 0)
 
 
-def _moe_layers(policy: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+def _moe_layers(policy: torch.nn.Module) -> list[tuple[str, MoE]]:
     from nco.policies.moe import MoE
 
-    out = []
+    out: list[tuple[str, MoE]] = []
     for name, mod in policy.named_modules():
         if isinstance(mod, MoE):
             parts = name.split(".")
@@ -110,10 +113,10 @@ def expert_load(
     counts = np.zeros((len(layers), len(labels), e_max + 1))
     current = [0]
 
-    def hook_for(i: int):  # noqa: ANN202
+    def hook_for(i: int, layer: MoE) -> Callable[[torch.nn.Module, tuple[Any, ...], Any], None]:
         def hook(mod: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
             x = args[0]
-            routing = mod.route(x)
+            routing = layer.route(x)
             mask = routing.mask.reshape(-1, routing.mask.shape[-1])
             counts[i, current[0], : mask.shape[-1]] += mask.sum(0).cpu().numpy()
             if routing.dense is not None:
@@ -123,7 +126,7 @@ def expert_load(
 
     # One decode per group: the decode loop drops finished instances from its batch, so rows
     # cannot be traced back to instances inside a hook, but every row of a call is the group's.
-    handles = [mod.register_forward_hook(hook_for(i)) for i, (_, mod) in enumerate(layers)]
+    handles = [mod.register_forward_hook(hook_for(i, mod)) for i, (_, mod) in enumerate(layers)]
     try:
         policy.eval()
         for v in range(len(labels)):

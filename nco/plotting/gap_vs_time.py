@@ -7,15 +7,9 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from nco.plotting.training import finite_float as _float
+
 __all__ = ["plot_gap_vs_time"]
-
-
-def _float(x: str | None) -> float | None:
-    try:
-        v = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def plot_gap_vs_time(results_csv: str | Path, out_png: str | Path) -> Path:

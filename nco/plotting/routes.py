@@ -130,7 +130,7 @@ def plot_solution(
             gid="depot",
             label=f"depot {d + 1}" if nd > 1 else "depot",
         )
-    if inst.problem == "mtvrp":
+    if _is_variant(inst):
         _variant_legend(ax, inst, nd)
 
     if annotate if annotate is not None else n <= LABEL_MAX_NODES:
@@ -218,8 +218,9 @@ def default_title(solution: Solution, embedded: bool = False) -> str:
         status = "feasible"
     else:
         status = f"INFEASIBLE ({len(solution.violations)} violations)"
-    count = f"{len(solution.routes)} routes" if inst.has_depot else f"{inst.num_customers} cities"
-    name = f"{inst.name} ({inst.variant})" if inst.problem == "mtvrp" else inst.name
+    k = len(solution.routes)
+    count = f"{k} route{'s' if k != 1 else ''}" if inst.has_depot else f"{inst.num_customers} cities"
+    name = f"{inst.name} ({inst.variant})" if _is_variant(inst) else inst.name
     title = f"{name} | {solution.solver}\ncost {solution.cost:.6g}, {status}, {count}"
     if embedded:
         title += "\n(no coordinates: MDS layout of the distance matrix)"
@@ -279,6 +280,13 @@ def _check_node_ids(solution: Solution) -> None:
                 )
 
 
+def _is_variant(inst: Instance) -> bool:
+    """Whether ``inst`` is of the variant family, whose title and legend name its variant."""
+    from nco.envs.registry import get_problem
+
+    return get_problem(inst.problem).has_variants
+
+
 def _same_instance(a: Instance, b: Instance) -> bool:
     if a is b:
         return True
@@ -293,8 +301,9 @@ def _same_instance(a: Instance, b: Instance) -> bool:
 def _route_colors(k: int) -> list[tuple[float, ...]]:
     from matplotlib import colormaps
 
-    palette = colormaps["tab10" if k <= 10 else "tab20"].colors  # type: ignore[attr-defined]
-    return [tuple(palette[i % len(palette)]) for i in range(k)]
+    cmap = colormaps["tab10" if k <= 10 else "tab20"]
+    # an integer picks a listed colormap's i-th colour exactly (no interpolation)
+    return [cmap(i % cmap.N) for i in range(k)]
 
 
 #: Sequential colormaps of the depots of a multi-depot plot (cycled past six depots).

@@ -5,14 +5,21 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_training", "read_metrics"]
 
 
-def _float(x: str | None) -> float | None:
+def finite_float(x: str | None) -> float | None:
+    """A CSV cell as a finite float; None for an empty, non-numeric or infinite cell."""
+    if x is None:
+        return None
     try:
-        v = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        v = float(x)
+    except ValueError:
         return None
     return v if math.isfinite(v) else None
 
@@ -31,20 +38,20 @@ def read_metrics(metrics_csv: str | Path) -> dict[str, list[tuple[float, float]]
         raise ValueError(f"{path}: not a Lightning metrics.csv (no 'step' column)")
     series: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        step, epoch = _float(row.get("step")), _float(row.get("epoch"))
+        step, epoch = finite_float(row.get("step")), finite_float(row.get("epoch"))
         if step is None:
             continue
         for key, raw in row.items():
             if key in ("step", "epoch"):
                 continue
-            v = _float(raw)
+            v = finite_float(raw)
             if v is None:
                 continue
             series.setdefault(key, []).append((step, v))
             if key.startswith(("val/", "baseline/", "train/epoch")) and epoch is not None:
                 series.setdefault(f"{key}@epoch", []).append((epoch, v))
-    for v in series.values():
-        v.sort()
+    for points in series.values():
+        points.sort()
     return series
 
 
@@ -104,9 +111,9 @@ def plot_training(metrics_csv: str | Path, out_png: str | Path) -> Path:
     return out
 
 
-def _line(ax: object, pts: list[tuple[float, float]] | None, label: str, **kw: object) -> None:
+def _line(ax: Axes, pts: list[tuple[float, float]] | None, label: str, **kw: Any) -> None:
     if not pts:
-        ax.text(0.5, 0.5, f"no {label}", ha="center", va="center", transform=ax.transAxes)  # type: ignore[attr-defined]
+        ax.text(0.5, 0.5, f"no {label}", ha="center", va="center", transform=ax.transAxes)
         return
     xs, ys = zip(*pts)
-    ax.plot(xs, ys, label=label, **kw)  # type: ignore[attr-defined]
+    ax.plot(xs, ys, label=label, **kw)

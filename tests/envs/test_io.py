@@ -184,7 +184,7 @@ def test_solution_write_read_roundtrip(instances_dir, tmp_path, name):
 
 
 def test_generated_instances_roundtrip_through_files(tmp_path):
-    for name in [n for n in E.available() if E.get_problem(n).file_io]:
+    for name in E.available():
         p = E.get_problem(name)
         td = p.generator(num_loc=15)(2, seed=5)
         inst = p.to_instance(td[0:1], name=f"g-{name}")

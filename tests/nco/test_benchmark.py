@@ -523,3 +523,44 @@ def test_load_options_reach_every_file(tmp_path: Path, capsys: pytest.CaptureFix
     for argv in bad:
         assert bench_cmd.main(argv) == 2, argv
         assert capsys.readouterr().err.startswith("nco benchmark: error:")
+
+
+# ---------------------------------------------------------------------------------- time-independent
+def test_a_time_independent_solver_runs_once_and_stands_for_every_budget_it_fits(
+    tmp_path: Path,
+) -> None:
+    from nco.benchmark import FREE_NOTE, time_independent
+    from nco.solvers import HybridSolver, NeuralSolver
+
+    assert time_independent(NeuralSolver("cvrp50"))
+    assert not time_independent(NeuralSolver("cvrp50", refine=True))
+    assert not time_independent(HybridSolver("cvrp50"))
+    files = generate_instances("cvrp", 6, 2, 8, tmp_path / "instances")
+    log: list[str] = []
+    # 1 ms binds (fewer transforms or the nearest-neighbour plan); 5 s does not
+    rows = run_benchmark(
+        files, ["neural@cvrp50"], [0.001, 5], tmp_path, reference="none", progress=log.append
+    )
+    assert sum("without a limit" in line for line in log) == 2
+    assert sum(" 0.001s: " in line for line in log) == 2
+    assert not any(" 5s: " in line for line in log)
+    by = {(r["instance"], r["time_limit"]): r for r in rows}
+    assert len(by) == 4
+    for f in files:
+        name = E.load(f).name
+        free, bound = by[(name, "5")], by[(name, "0.001")]
+        assert free["note"] == FREE_NOTE and float(free["runtime"]) <= 5
+        assert bound["note"] != FREE_NOTE and ".free." not in bound["solution_file"]
+        assert (tmp_path / free["solution_file"]).is_file() and ".free." in free["solution_file"]
+    # both budget tables report the network
+    assert {s["label"] for s in summarize(rows)} == {"0.001", "5"}
+    # a budget added later reuses the run without a limit: nothing is solved again
+    log.clear()
+    more = run_benchmark(
+        files, ["neural@cvrp50"], [0.001, 5, 10], tmp_path, reference="none", progress=log.append
+    )
+    assert not any(line.startswith("[") for line in log)
+    by10 = {r["instance"]: r for r in more if r["time_limit"] == "10"}
+    assert {n: r["cost"] for n, r in by10.items()} == {
+        n: r["cost"] for (n, t), r in by.items() if t == "5"
+    }

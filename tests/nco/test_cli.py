@@ -1,4 +1,5 @@
-"""The `nco` command line: evaluate, generate, and bad input handling."""
+"""The `nco` command line: evaluate, generate, solve's defaults and workers, and bad input
+handling."""
 
 from __future__ import annotations
 
@@ -210,3 +211,33 @@ def test_solve_model_errors_say_the_cause_once(instances_dir, capsys):
     assert main(["solve", x, "--solver", "neural", "--model", "tsp50"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--model tsp50 is not a cvrp checkpoint" in err and "does not support" not in err
+
+
+def test_solve_defaults_to_the_hybrid_at_one_second_per_100_nodes(instances_dir, tmp_path, capsys):
+    e13 = instances_dir / "E-n13-k4.vrp"
+    assert main(["solve", str(e13), "--out", str(tmp_path), "--plot", str(tmp_path / "e.png")]) == 0
+    out = capsys.readouterr().out
+    # the optimum 247 (bks.csv beside the file): a zero gap prints +0.00%, never -0.00%
+    assert "[1/1] E-n13-k4: cost 247 gap +0.00% (best known 247), feasible, " in out
+    assert " s of 1 s -> " in out and "    hybrid: " in out
+    assert (tmp_path / "E-n13-k4.hybrid.sol").is_file() and (tmp_path / "e.png").is_file()
+
+
+def test_solve_with_workers_gives_the_plans_of_one_worker(tmp_path, capsys):
+    from nco.benchmark import generate_instances
+
+    files = generate_instances("cvrp", 7, 3, 2, tmp_path / "instances")
+    costs = {}
+    for workers in (1, 2):
+        out_dir = tmp_path / f"w{workers}"
+        argv = ["solve", *map(str, files), "--solver", "pyvrp", "--time-limit", "0.3"]
+        assert main([*argv, "--workers", str(workers), "--out", str(out_dir)]) == 0
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+        assert len(lines) == 3 and all(" s of 0.3 s -> " in ln for ln in lines)
+        costs[workers] = {}
+        for f in files:
+            inst = E.load(f)
+            sol = E.load_solution(out_dir / f"{inst.name}.pyvrp.sol", inst)
+            assert sol.feasible
+            costs[workers][inst.name] = sol.cost
+    assert costs[1] == pytest.approx(costs[2])  # PyVRP proves these 7-customer optima

@@ -72,7 +72,9 @@ def _assert_consistent(td, sols) -> None:
 # ----------------------------------------------------------------------------- neural
 def test_neural_solves_a_batch_mixing_all_48_variants_feasibly(tiny_model):
     td = _same_instances_in_every_variant(mtvrp.ALL_VARIANT_NAMES, 6, 2, seed=5)
-    sols = nco.solve_batch(td, model=tiny_model, device="cpu", augment=8, batch_size=20)
+    sols = nco.solve_batch(
+        td, model=tiny_model, solver="neural", device="cpu", augment=8, batch_size=20
+    )
     _assert_consistent(td, sols)
     assert all(s.feasible and s.solver == "neural" for s in sols)
     assert {s.instance.variant for s in sols} == set(mtvrp.ALL_VARIANT_NAMES)
@@ -84,12 +86,12 @@ def test_default_model_is_the_shipped_mtvrp_checkpoint():
         pytest.skip("no mtvrp checkpoint shipped in data/checkpoints")
     torch.set_num_threads(2)
     td = MTVRPGenerator(20, variants=("CVRP", "OVRPBLTW", "MDVRPTW"))(6, seed=2)
-    sols = nco.solve_batch(td, device="cpu", augment=1)
+    sols = nco.solve_batch(td, solver="neural", device="cpu", augment=1)
     _assert_consistent(td, sols)
     assert all(s.feasible for s in sols)
     want = S.select_checkpoint("mtvrp", 20).resolve()
     assert all(Path(s.metadata["model"]).resolve() == want for s in sols)
-    one = nco.solve(td[1], device="cpu", augment=1)  # one row (batch []) -> one Solution
+    one = nco.solve(td[1], solver="neural", device="cpu", augment=1)  # one row (batch []) -> one Solution
     assert one.instance.variant == mtvrp.variant_names(td)[1]
     assert one.cost == pytest.approx(sols[1].cost)
 
@@ -201,7 +203,7 @@ def test_bad_calls_name_what_is_wrong(tiny_model):
     td = MTVRPGenerator(6, variants=("VRPTW",))(2, seed=0)
     with pytest.raises(ValueError, match="solve_batch"):
         nco.solve(td)
-    with pytest.raises(ValueError, match="augment apply to the neural solver"):
+    with pytest.raises(ValueError, match="'pyvrp' does not take the option.*augment"):
         nco.solve_batch(td, solver="pyvrp", augment=1)
     with pytest.raises(ValueError, match="does not take"):
         nco.solve_batch(td, solver="pyvrp", model=tiny_model)

@@ -20,10 +20,10 @@ import torch
 
 import nco.solvers as S
 from nco.baselines import UnsupportedProblemError
-from nco.benchmark import reference_cost_from_sol
 from nco.commands import solve as solve_cmd
 from nco.envs import Instance, Solution, get_problem, load, load_solution, write_instance
 from nco.envs.mtvrp import MTVRPGenerator
+from nco.references import reference_from_sol
 from tests.envs.helpers import random_rollout
 
 P = get_problem("mtvrp")
@@ -301,7 +301,7 @@ def test_nco_solve_each_variant_set(shared_data, tmp_path, capsys, name, solver)
     assert "feasible" in out and "gap +" in out
     sol = checked_sol_file(out, inst)
     gap = float(re.search(r"gap ([+-][\d.]+)%", out).group(1))
-    ref = reference_cost_from_sol(path, inst)
+    ref = reference_from_sol(path, inst)
     assert ref is not None and gap == pytest.approx(100 * (sol.cost / ref - 1), abs=0.01)
     if inst.num_depots > 1:
         assert sol.route_depots is not None
@@ -353,7 +353,7 @@ def test_nco_solve_rejects_an_unknown_edge_weight(shared_data, capsys):
 def test_reference_cost_of_a_multi_depot_sol_reads_its_depots(shared_data):
     path = shared_data / FILES["mdvrptw"][0]
     bks = 6655548  # bks.csv, PyVRP's scaled integer units
-    assert reference_cost_from_sol(path, load=LOAD["mdvrptw"]) == pytest.approx(bks)
-    assert reference_cost_from_sol(path, load(path, **LOAD["mdvrptw"])) == pytest.approx(bks)
+    assert reference_from_sol(path, load=LOAD["mdvrptw"]) == pytest.approx(bks)
+    assert reference_from_sol(path, load(path, **LOAD["mdvrptw"])) == pytest.approx(bks)
     vrpb = shared_data / FILES["vrpb"][0]
-    assert reference_cost_from_sol(vrpb) == pytest.approx(154156)
+    assert reference_from_sol(vrpb) == pytest.approx(154156)

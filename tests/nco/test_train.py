@@ -96,6 +96,38 @@ def test_shared_baseline_averages_all_rollouts():
     assert torch.equal(SharedBaseline().value(None, reward, None), torch.tensor([[4.0], [1.0]]))
 
 
+def test_baseline_registry_builds_every_named_baseline():
+    from nco.policies import build_policy
+    from nco.train import (
+        BASELINE_REGISTRY,
+        BASELINES,
+        ExponentialBaseline,
+        NoBaseline,
+        RolloutBaseline,
+        make_baseline,
+    )
+
+    assert tuple(BASELINE_REGISTRY) == BASELINES  # the light config module lists the same names
+    cfg = _tiny_config(ema_beta=0.5).resolved()
+    problem = get_problem(cfg.problem)
+    policy = build_policy(cfg.policy_config(), problem)
+    kinds = {
+        "rollout": RolloutBaseline,
+        "exponential": ExponentialBaseline,
+        "shared": SharedBaseline,
+        "none": NoBaseline,
+    }
+    for name, kind in kinds.items():
+        baseline = make_baseline(cfg.replace(baseline=name), policy, problem)
+        assert type(baseline) is kind and baseline.name == name
+    rollout = make_baseline(cfg, policy, problem)
+    assert rollout.policy is not policy and rollout.eval_size == cfg.bl_eval_size
+    assert all(torch.equal(a, b) for a, b in zip(rollout.policy.parameters(), policy.parameters()))
+    assert make_baseline(cfg.replace(baseline="exponential"), policy, problem).beta == 0.5
+    with pytest.raises(ValueError, match="unknown baseline None; expected one of rollout, "):
+        make_baseline(_tiny_config(), policy, problem)  # not resolved: no baseline chosen
+
+
 def test_paired_ttest_one_sided_direction():
     g = torch.Generator().manual_seed(0)
     base = torch.rand(200, generator=g) + 5
@@ -693,6 +725,7 @@ def test_config_file_yaml_and_toml_with_flag_overrides(tmp_path):
         _parse(["--baseline", "exponential"]), train_cmd._read_config_file(t)
     )
     assert (cfg.preset, cfg.baseline, cfg.augment) == ("pomo", "exponential", 8)
+    assert train_cmd.build_config(_parse(["--num-nodes", "3"]), {}).num_nodes == 3
 
 
 @pytest.mark.parametrize(
@@ -701,6 +734,7 @@ def test_config_file_yaml_and_toml_with_flag_overrides(tmp_path):
         (["--batch-size", "0"], None, "batch-size"),
         (["--augment", "3"], None, "augment"),
         (["--devices", "two"], None, "devices"),
+        (["--num-nodes", "0"], None, "num-nodes"),
         ([], "batch-sise: 3\n", "batch_sise"),
         ([], "epochs: [\n", "cannot parse"),
         (["--val-data", "/nonexistent/val.pt"], None, "val.pt"),
@@ -856,8 +890,8 @@ def test_resume_of_a_finished_run_says_how_to_extend_it(tiny_run, tmp_path, caps
 
 # ----------------------------------------------------------------------------- --max-time
 class _FakeClock:
-    """The run clock of nco.train, advanced by the test: 1 s per training step, 10 s per
-    validation (deterministic, no wall time involved)."""
+    """The run clock of nco.train (``nco.train.callbacks._clock``), advanced by the test: 1 s
+    per training step, 10 s per validation (deterministic, no wall time involved)."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -885,7 +919,7 @@ def _ticking(clock: _FakeClock, validations: list[int]):
 def test_max_time_counts_validation_and_resumes_with_the_time_left(tmp_path, monkeypatch):
     """--max-time is the whole run's clock: validation time counts, a validation that cannot end
     in time is skipped, no validation runs after the limit, and a resume continues the clock."""
-    import nco.train as train_mod
+    import nco.train.callbacks as train_mod
 
     clock = _FakeClock()
     monkeypatch.setattr(train_mod, "_clock", clock)
@@ -930,7 +964,7 @@ def test_max_time_counts_validation_and_resumes_with_the_time_left(tmp_path, mon
 
 
 def test_cli_reports_the_time_limit_and_how_to_train_on(tmp_path, capsys, monkeypatch):
-    import nco.train as train_mod
+    import nco.train.callbacks as train_mod
 
     clock = _FakeClock()
     monkeypatch.setattr(train_mod, "_clock", clock)
