@@ -318,9 +318,6 @@ class Problem:
     num_starts: Callable[[TensorDict], int]
     start_nodes: Callable[[TensorDict, int], torch.Tensor]
     instance_keys: tuple[str, ...]
-    #: False for tensor-only problems whose attributes :class:`Instance` (and so VRPLIB files and
-    #: the classical solvers) cannot represent yet.
-    file_io: bool = True
     #: Instance distributions its generator takes (``distribution=``).
     distributions: tuple[str, ...] = DISTRIBUTIONS
     #: Conversions for problems whose tensors are not :meth:`Instance.to_tensordict`'s
@@ -349,12 +346,6 @@ class Problem:
     #: The fewest nodes an instance can have (a tour needs two cities).
     min_nodes: int = 1
 
-    def _require_file_io(self) -> None:
-        if not self.file_io:
-            raise NotImplementedError(
-                f"{self.name} instances are tensor-only (Instance cannot represent them yet)"
-            )
-
     def generator(self, **params: Any) -> Any:
         """The problem's seeded generator configured with ``params`` (e.g. ``num_loc=50``)."""
         return self.generator_cls(**params)
@@ -365,7 +356,6 @@ class Problem:
 
     def from_instance(self, instance: Instance, *, device: str | torch.device = "cpu") -> TensorDict:
         """Normalised tensors (batch [1]) for an instance of this problem."""
-        self._require_file_io()
         if instance.problem != self.name and instance.problem not in self.accepts:
             expected = " or ".join((self.name, *self.accepts))
             raise InstanceError(instance.source or instance.name, "problem", f"expected a {expected} instance, got {instance.problem} ({instance.variant})")
@@ -375,7 +365,6 @@ class Problem:
 
     def to_instance(self, td: TensorDict, *, name: str = "generated") -> Instance:
         """One tensor instance back to an :class:`Instance`."""
-        self._require_file_io()
         if self.td_to_instance is not None:
             return self.td_to_instance(td, name=name)
         return td_to_instance(td, self.name, name=name)

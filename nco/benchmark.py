@@ -268,10 +268,6 @@ def generate_instances(
             f"unknown problem {problem!r}; expected one of {', '.join(E.available())}"
         )
     prob = E.get_problem(problem)
-    if not prob.file_io:
-        raise BenchmarkError(
-            f"problem {problem!r} is tensor-only: no instance files or classical solvers yet"
-        )
     if size < 2 or num < 1:
         raise BenchmarkError(f"expected --size >= 2 and --num >= 1, got {size} and {num}")
     if variants is not None and not prob.has_variants:
@@ -791,15 +787,16 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         c = _float(r["cost"])
         if c is not None and _is_true(r["feasible"]):
             best[r["instance"]] = min(best.get(r["instance"], math.inf), c)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    # a problem's costs are not another's: one group (and one table) per problem
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["solver"], _row_label(r))].append(r)
+        groups[(str(r.get("problem", "")), r["solver"], _row_label(r))].append(r)
 
-    def order(kv: tuple[tuple[str, str], Any]) -> tuple[float, str]:
-        return (float(kv[0][1].split("/")[0]), kv[0][0])
+    def order(kv: tuple[tuple[str, str, str], Any]) -> tuple[str, float, str]:
+        return (kv[0][0], float(kv[0][2].split("/")[0]), kv[0][1])
 
     out = []
-    for (solver, label), rs in sorted(groups.items(), key=order):
+    for (problem, solver, label), rs in sorted(groups.items(), key=order):
         feas = [r for r in rs if _is_true(r["feasible"]) and _float(r["cost"]) is not None]
         costs = [_float(r["cost"]) for r in feas]
         gaps = [g for g in (_float(r["gap_pct"]) for r in feas) if g is not None]
@@ -821,6 +818,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         per = label.endswith("/100")
         out.append(
             {
+                "problem": problem,
                 "solver": solver,
                 "time_limit": float(label.split("/")[0]) if not per else math.nan,
                 "time_per_100": float(label.split("/")[0]) if per else math.nan,
@@ -849,8 +847,24 @@ def _f(x: float, spec: str) -> str:
     return format(x, spec) if not math.isnan(x) else "-"
 
 
+def _by_problem(summary: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """:func:`summarize` rows per problem, in their order."""
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in summary:
+        by[str(s.get("problem", ""))].append(s)
+    return by
+
+
 def format_summary(summary: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width text table of :func:`summarize` output."""
+    """A fixed-width text table of :func:`summarize` output (one per problem when the run
+    holds several, each headed by the problem's name)."""
+    by = _by_problem(summary)
+    if len(by) > 1:
+        return "\n\n".join(f"{problem}:\n{_summary_table(ss)}" for problem, ss in by.items())
+    return _summary_table(summary)
+
+
+def _summary_table(summary: Sequence[dict[str, Any]]) -> str:
     w = max([10, *(len(s["solver"]) for s in summary)])
     head = f"{'solver':<{w}} {'budget':>8} {'runs':>5} {'mean cost':>12} {'gap ref %':>10} {'gap best %':>10} {'feasible %':>10} {'time s':>7} {'cpu s':>6} {'max over s':>10}"
     lines = [head, "-" * len(head)]
@@ -874,7 +888,14 @@ def gap_column(summary: Sequence[dict[str, Any]]) -> str:
 
 
 def format_budget_tables(summary: Sequence[dict[str, Any]], *, title: str = "") -> str:
-    """One Markdown table per budget of :func:`summarize` output, solvers by mean gap."""
+    """One Markdown table per budget of :func:`summarize` output, solvers by mean gap (and per
+    problem when the run holds several)."""
+    problems = _by_problem(summary)
+    if len(problems) > 1:
+        return "\n".join(
+            format_budget_tables(ss, title=f"{title} — {problem}" if title else problem)
+            for problem, ss in problems.items()
+        )
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for s in summary:
         by[s["label"]].append(s)

@@ -85,11 +85,18 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--size", type=int, required=True, help="customers (VRPs) or cities (TSP)")
     p.add_argument("--num", type=int, required=True, help="number of instances")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1234,
+        help="seed of the generator: the same seed, size and distribution give the same "
+        "instances (default 1234)",
+    )
     p.add_argument(
         "--distribution",
         default="uniform",
-        help="uniform, clustered or mixed; cvrp also uchoa (X-like, Uchoa et al. 2017)",
+        help="uniform, clustered or mixed; cvrp also uchoa (X-like, Uchoa et al. 2017), cvrptw "
+        "also solomon (the six Solomon classes)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=_run_generate)
@@ -103,10 +110,6 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError("--seed must be a non-negative integer")
     problem = get_problem(args.problem)
-    if not problem.file_io:
-        raise ValueError(
-            f"--problem {problem.name}: tensor-only problem, no instance files can be written yet"
-        )
     try:
         gen = problem.generator(num_loc=args.size, distribution=args.distribution)
     except ValueError as err:

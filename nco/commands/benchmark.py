@@ -1,12 +1,14 @@
 """``nco benchmark``: classical and neural solvers on a folder of instances or a generated set.
 
-Examples::
+Examples (``cvrplib-x/`` stands for a folder of CVRPLib X files; ``data/instances`` ships a
+few instances of each kind)::
 
-    nco benchmark data/cvrplib-x --solvers ortools,hgs,pyvrp --time-limits 1,10 --out runs/x
-    nco benchmark data/cvrplib-x --solvers neural,hybrid,pyvrp --model cvrp100 --out runs/xn
+    nco benchmark data/instances --solvers pyvrp,ortools --time-limits 1 --out runs/shipped
+    nco benchmark cvrplib-x --solvers ortools,hgs,pyvrp --time-limits 1,10 --out runs/x
+    nco benchmark cvrplib-x --solvers neural,hybrid,pyvrp --model cvrp100 --out runs/xn
     nco benchmark --problem cvrp --size 100 --num 100 --seed 1234 --solvers hgs,pyvrp \\
         --time-limits 1 --reference pyvrp:5 --workers 2 --out runs/cvrp100
-    RAY_ADDRESS=auto nco benchmark data/cvrplib-x --executor ray --workers 64 --out runs/x
+    RAY_ADDRESS=auto nco benchmark cvrplib-x --executor ray --workers 64 --out runs/x
 
 Variant files with their sets' distance conventions (Gehring-Homberger: one-decimal
 truncation; MDVRPTW: PyVRP's ``round_func="exact"``, i.e. EUC_2D on coordinates x 1000)::

@@ -17,13 +17,14 @@ the shipped checkpoint of the instance's problem (the variants: mtvrp50). The ne
 represent a duration limit with time windows (VEHICLES_MAX_DURATION, e.g. the MDVRPTW files):
 neural refuses such files, the hybrid gives the backend the whole budget.
 
-Examples::
+Examples (``data/instances`` ships in the repository; ``cvrplib-x/``, ``vrpb/``,
+``vrptw-gh1000/``, ``mdvrptw/`` stand for folders of the public benchmark files)::
 
     nco solve data/instances/X-n101-k25.vrp --time-limit 2 --plot route.png
-    nco solve data/X-n101-k25.vrp --solver hgs --time-limit 10 --out X-n101-k25.sol
+    nco solve data/instances/X-n101-k25.vrp --solver hgs --time-limit 10 --out X-n101-k25.sol
     nco solve my.vrp --solver neural --model runs/cvrp50-pomo --out my.sol
-    nco solve data/cvrplib-x/*.vrp --solver pyvrp --time-limit 5 --workers 2 --out sols/
-    RAY_ADDRESS=auto nco solve data/cvrplib-x/*.vrp --executor ray --workers 64 --out sols/
+    nco solve cvrplib-x/*.vrp --solver pyvrp --time-limit 5 --workers 2 --out sols/
+    RAY_ADDRESS=auto nco solve cvrplib-x/*.vrp --executor ray --workers 64 --out sols/
     nco solve vrpb/X-n524-50-k125.vrp --solver hybrid --time-limit 10
     nco solve vrptw-gh1000/C1_10_1.vrp --edge-weight SOLOMON --time-limit 10
     nco solve mdvrptw/PR11A.vrp --edge-weight EUC_2D --scale 1000 --time-limit 10

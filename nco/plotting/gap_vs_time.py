@@ -43,6 +43,7 @@ def plot_gap_vs_time(results_csv: str | Path, out_png: str | Path) -> Path:
     for r in rows:
         best[r["instance"]] = min(best.get(r["instance"], math.inf), float(r["cost"]))
     series: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    several = len({r.get("problem") for r in rows}) > 1  # one curve per solver and problem
     for r in rows:
         gap = (
             float(r["gap_pct"])
@@ -50,7 +51,8 @@ def plot_gap_vs_time(results_csv: str | Path, out_png: str | Path) -> Path:
             else 100.0 * (float(r["cost"]) / best[r["instance"]] - 1.0)
         )
         per = _float(r.get("time_per_100"))
-        series[r["solver"]][per if per else float(r["time_limit"])].append(gap)
+        name = f"{r['solver']} ({r.get('problem')})" if several else r["solver"]
+        series[name][per if per else float(r["time_limit"])].append(gap)
     per_100 = any(_float(r.get("time_per_100")) for r in rows)
 
     fig = Figure(figsize=(6, 4), dpi=120)

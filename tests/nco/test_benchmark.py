@@ -14,7 +14,14 @@ import pytest
 import vrplib
 
 import nco.envs as E
-from nco.benchmark import format_summary, generate_instances, read_results, run_benchmark, summarize
+from nco.benchmark import (
+    format_budget_tables,
+    format_summary,
+    generate_instances,
+    read_results,
+    run_benchmark,
+    summarize,
+)
 from nco.commands import benchmark as bench_cmd
 from nco.commands import solve as solve_cmd
 
@@ -134,11 +141,33 @@ def test_summary_table(small_run: tuple[Path, list[dict[str, str]], list[str]]) 
     _, rows, _ = small_run
     summary = summarize(rows)
     assert {s["solver"] for s in summary} == {"ortools", "hgs", "pyvrp"}
-    for s in summary:
-        assert s["runs"] == 3 and s["feasible_pct"] == 100.0
+    for s in summary:  # one group per problem: 2 CVRP instances, 1 TSP instance
+        assert s["runs"] == {"cvrp": 2, "tsp": 1}[s["problem"]] and s["feasible_pct"] == 100.0
         assert s["mean_gap_best_pct"] >= 0.0
     text = format_summary(summary)
     assert "gap best %" in text and "pyvrp" in text
+
+
+def test_one_table_per_problem() -> None:
+    """TSP and CVRP rows of one run are never averaged together."""
+
+    def row(problem: str, instance: str, cost: float) -> dict[str, str]:
+        return {"problem": problem, "instance": instance, "solver": "pyvrp", "time_limit": "1",
+                "time_per_100": "", "cost": str(cost), "feasible": "True", "gap_pct": "",
+                "runtime": "0.9", "cpu_time": "0.9"}
+
+    rows = [row("tsp", "a", 10.0), row("tsp", "b", 30.0), row("cvrp", "c", 1000.0)]
+    summary = summarize(rows)
+    assert sorted((s["problem"], s["runs"], s["mean_cost"]) for s in summary) == [
+        ("cvrp", 1, 1000.0),
+        ("tsp", 2, 20.0),
+    ]
+    text = format_summary(summary)
+    assert text.startswith("cvrp:\n") and "\n\ntsp:\n" in text
+    md = format_budget_tables(summary)
+    assert "**cvrp — 1 s**" in md and "**tsp — 1 s**" in md
+    # one problem: the table has no heading, as before
+    assert not format_summary(summarize(rows[:2])).startswith("tsp")
 
 
 def test_pyvrp_reference_and_unsupported_skip(tmp_path: Path) -> None:
