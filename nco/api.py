@@ -165,14 +165,14 @@ class SolveTask:
     solver : registry name.
     options : its constructor options.
     instance : the instance.
-    time_limit : seconds (None: the solver's own, for the neural solver no limit).
+    time_limit : seconds (``math.inf``: no limit, for the neural solver only).
     seed : solver seed.
     """
 
     solver: str
     options: dict[str, Any]
     instance: Instance
-    time_limit: float | None
+    time_limit: float
     seed: int = 0
 
 
@@ -185,7 +185,7 @@ def run_task(task: SolveTask) -> Solution:
     prepare = getattr(solver, "prepare", None)
     if prepare is not None:
         prepare(task.instance)
-    return solver.solve(task.instance, time_limit=task.time_limit, seed=task.seed)  # type: ignore[arg-type]
+    return solver.solve(task.instance, time_limit=task.time_limit, seed=task.seed)
 
 
 def solve(

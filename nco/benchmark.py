@@ -414,8 +414,8 @@ def solve_file(
         return row
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        limit = None if time_limit is None else float(time_limit)
-        sol = obj.solve(inst, time_limit=limit, seed=int(seed))  # type: ignore[arg-type]
+        limit = math.inf if time_limit is None else float(time_limit)
+        sol = obj.solve(inst, time_limit=limit, seed=int(seed))
     except SolverError as err:
         row.update(
             error=str(err),

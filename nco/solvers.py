@@ -50,10 +50,6 @@ from nco.checkpoints import (
     shipped_checkpoints,
     trained_sizes,
 )
-
-# ``checkpoint_info(path)`` was this module's reader of a checkpoint's description; importers
-# (nco.api, nco.benchmark) still use that name for it.
-from nco.checkpoints import read_info as checkpoint_info
 from nco.envs import Instance, Solution, available, get_problem
 
 if TYPE_CHECKING:
@@ -69,7 +65,6 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
     "NeuralSolver",
-    "checkpoint_info",
     "refine_routes",
     "register",
     "select_checkpoint",

@@ -29,7 +29,7 @@ from nco.api import default_time_limit, models, solve, solve_batch
 from nco.baselines import Solver, SolverUnavailableError, available_solvers, get_solver
 from nco.baselines.nearest import PROBLEMS as NEAREST_PROBLEMS
 from nco.baselines.nearest import nearest_neighbour_routes
-from nco.checkpoints import export_model, load_model
+from nco.checkpoints import export_model, load_model, read_info
 from nco.envs import Instance, Solution, get_problem
 from nco.train import TrainConfig, train
 
@@ -385,7 +385,7 @@ def test_shipped_checkpoints_beat_nearest_neighbour():
     if not shipped:
         pytest.skip("no pretrained checkpoints are shipped in data/checkpoints yet")
     for path in shipped:
-        info = S.checkpoint_info(path)
+        info = read_info(path)
         if info["problem"] not in NEAREST_PROBLEMS:
             continue  # the variants (mtvrp): test_shipped_mtvrp_checkpoint_...
         insts = _generated(info["problem"], int(info["size"]), 8, seed=2024)
@@ -434,7 +434,7 @@ def test_shipped_mtvrp_checkpoint_beats_nearest_neighbour_on_its_variants():
     decodes feasibly and at least 5% below a nearest-feasible-node construction."""
     from nco.envs import mtvrp
 
-    shipped = [p for p in S.shipped_checkpoints() if S.checkpoint_info(p)["problem"] == "mtvrp"]
+    shipped = [p for p in S.shipped_checkpoints() if read_info(p)["problem"] == "mtvrp"]
     if not shipped:
         pytest.skip("no mtvrp checkpoint shipped in data/checkpoints")
     for path in shipped:

@@ -17,6 +17,7 @@ import nco
 import nco.solvers as S
 from nco.api import instances_from_tensors
 from nco.baselines import SolverError, available_solvers, get_solver
+from nco.checkpoints import read_info
 from nco.envs import Solution, mtvrp
 from nco.envs.mtvrp import VARIANT_NAMES, MTVRPGenerator
 from tests.conftest import train_tiny_mtvrp
@@ -81,7 +82,7 @@ def test_neural_solves_a_batch_mixing_all_48_variants_feasibly(tiny_model):
 
 
 def test_default_model_is_the_shipped_mtvrp_checkpoint():
-    shipped = [p for p in S.shipped_checkpoints() if S.checkpoint_info(p)["problem"] == "mtvrp"]
+    shipped = [p for p in S.shipped_checkpoints() if read_info(p)["problem"] == "mtvrp"]
     if not shipped:
         pytest.skip("no mtvrp checkpoint shipped in data/checkpoints")
     torch.set_num_threads(2)
@@ -215,7 +216,7 @@ def test_bad_calls_name_what_is_wrong(tiny_model):
         pytest.importorskip("hygese")
         with pytest.raises(SolverError, match="time windows"):
             nco.solve_batch(td, solver="hgs", time_limit=0.2)
-    cvrp = [p for p in S.shipped_checkpoints() if S.checkpoint_info(p)["problem"] == "cvrp"]
+    cvrp = [p for p in S.shipped_checkpoints() if read_info(p)["problem"] == "cvrp"]
     if cvrp:
         with pytest.raises(ValueError, match="'cvrp'"):
             nco.solve_batch(td, model=cvrp[0])
