@@ -12,7 +12,22 @@ variants, each instance carrying its own flags and data:
   route's linehaul total and its backhaul total must each fit the capacity. Routes made of
   backhauls only are allowed (as in RouteFinder).
 * **L**, distance (duration) limit: every route's length, the return leg included unless the
-  route is open, is at most ``distance_limit``.
+  route is open, is at most ``distance_limit``. With time windows an L instance may instead
+  (or also) carry a route **duration** limit ``duration_limit`` (PyVRP's duration: travel,
+  service and waiting from leaving the depot to returning, or to the end of the last service
+  on an open route): ``distance_limit`` then holds the same value (a route is never longer
+  than it lasts, so that length limit is implied), which is what the network reads as its L
+  feature. The env enforces it exactly as the checker measures it: the vehicle leaves the
+  depot as late as the route's windows allow (a later departure never lengthens a route), so
+  a route's least duration is its length of time in the env's schedule (which leaves at the
+  depot's opening) minus ``min(W, S)``, W the route's total waiting and S the most its
+  departure can be delayed without missing a window (nor leaving after the depot closes, nor,
+  closed, returning after it closes): ``S = min_k(W_k + l_k - b_k)`` over its customers k (W_k
+  the waiting up to k, b_k its service start), Savelsbergh's forward time slack. The env tracks
+  W and S (``route_wait``, ``route_slack``) and masks out a customer when the route's least
+  duration after serving it and returning to the route's depot (no return leg when open)
+  would exceed ``duration_limit``. This is :func:`route_duration` (PyVRP's definition, the
+  checker's) computed forward, so a plan the mask allows passes the checker's duration test.
 * **TW**, time windows: as :mod:`nco.envs.cvrptw` (waiting allowed, service starts no later than
   the window's end, travel time = distance); a closed route must be back by the depot's closing
   time, an open one need not.
@@ -44,6 +59,7 @@ Tensor keys (batch [B], N nodes, node 0 the depot):
 * ``capacity`` [B] float64, original units (reporting only).
 * ``open_route`` [B] bool (O).
 * ``distance_limit`` [B]: +inf without L.
+* ``duration_limit`` [B], optional (absent or +inf: none): a route duration limit, see L.
 * ``time_windows`` [B, N, 2], ``service_time`` [B, N]: without TW every window is [0, +inf)
   and every service time 0.
 * ``has_backhaul``, ``has_distance_limit``, ``has_time_windows``, ``has_mixed_backhaul``,
@@ -58,7 +74,9 @@ State: ``current_node`` [B], ``used_capacity_linehaul`` / ``used_capacity_backha
 (fractions of the capacity delivered / picked up on the current route), ``peak_load`` [B]
 (M: the route's peak of picked up - delivered), ``route_depot`` [B] and ``depot_switched``
 [B] (MD), ``current_time`` [B]
-(departure time from the current node), ``current_route_length`` [B], ``visited`` [B, N],
+(departure time from the current node), ``current_route_length`` [B], ``route_wait`` and
+``route_slack`` [B] (the route's waiting and forward time slack, see L; 0 and the depot's
+closing minus opening while at a depot), ``visited`` [B, N],
 ``i`` [B], ``action_mask`` [B, N]. The fleet is unlimited: returning to the depot starts a new
 route at time ``time_windows[:, 0, 0]`` with length and loads 0. Each step's reward is minus
 the distance travelled (0 for the return leg of an open route and for a depot switch), so the
@@ -90,13 +108,38 @@ follows Liu et al. 2024 / MVMoE, Zhou et al. 2024):
   above stays that of one depot); windows and limits are relative to depot 0, so every
   customer can be served from depot 0 and the other depots are extra options.
 
+Two more ``distribution`` values draw data like the shared variant files, scaled as
+:func:`from_instance` scales a file (coordinates into the unit square by one factor, times and
+limits divided by it, demands by the capacity), so that a generated instance looks to the
+network like a converted file:
+
+* ``vrpb`` (Queiroga et al. 2020, default variant VRPB): an X-like instance of
+  :class:`~nco.envs.uchoa.UchoaGenerator` (depot, customers, demands and capacity per
+  instance, as the X files Queiroga's VRPB files keep unchanged) whose first
+  ``ceil(s n)`` customers are linehauls and the others backhauls of the same amount, with the
+  linehaul share s drawn from Queiroga's 50%, 66% and 80% (backhaul fractions 50, 34, 20%; the
+  shared files are the 50% ones). X files list the large demands of small-large instances
+  first, so those are linehauls; otherwise the order is random. Windows, limits and extra
+  depots of other variants follow RouteFinder's laws above.
+* ``mdvrptw`` (Cordeau et al. 2001 as extended by Vidal et al. 2013, the shared PR11A-PR24A;
+  default variant MDVRPLTW, with a ``duration_limit``): in the files' units, 4, 6 or 12 depots
+  (weights 6:4:4, as the files; drawn once per call: a batch has one depot count, unless
+  ``num_depots`` fixes it) uniform in [-50, 50]^2; customers uniform in [-100, 100]^2, each
+  kept with probability ``1 - exp(-d / 20)`` for its distance d to the nearest depot (the
+  files are sparser near depots); demands and service times U{1..25}; windows
+  ``[e, e + w]`` with e ~ U{60..480}, w ~ U{90..180}; depot windows [0, 1000]; (capacity,
+  duration limit) drawn from the files' pairs (170-200, 400-475). A customer that cannot be
+  served alone from depot 0 is drawn again (so every variant of the data is solvable). Scaled,
+  the horizon is about 5, the duration limit 2.0-2.4. B variants use ``backhaul_ratio``.
+  The files' vehicle counts are not drawn (the env's fleet is unlimited).
+
 Files: :class:`~nco.envs.instance.Instance` holds every attribute (see its docstring), so
 VRPLIB files of the variants load as ``"mtvrp"`` instances; :func:`from_instance` /
 :func:`to_instance` convert between them and these tensors (``PROBLEM.from_instance`` also
 takes CVRP and CVRPTW instances) and :func:`check_routes` checks routes in instance units. The
 env's fleet is unlimited (as for CVRP): a file's vehicle counts, also per depot, are enforced
-by the checker only. A duration limit with time windows or service times has no tensor form
-(L limits length) and is refused by :func:`from_instance`. The classical references also solve
+by the checker only. A duration limit with time windows becomes ``duration_limit`` (see L); one
+with service times but no windows is refused by :func:`from_instance`. The classical references also solve
 the tensors directly: ``nco.solve_batch(td, solver="pyvrp")`` (rows become Instances; PyVRP and OR-Tools map every
 attribute).
 """
@@ -125,6 +168,7 @@ from nco.envs.common import (
     instance_specs,
     make_rng,
     numpy_distance,
+    numpy_rng,
     pairwise_distance,
     reset_input,
     sample_coords,
@@ -134,6 +178,7 @@ from nco.envs.common import (
 from nco.envs.cvrp import CAP_TOL
 from nco.envs.cvrptw import sample_time_windows
 from nco.envs.instance import FEAS_TOL, Instance, InstanceError, Violation
+from nco.envs.uchoa import UchoaGenerator
 
 
 class Variant(NamedTuple):
@@ -229,6 +274,48 @@ MASK_TOL = 1e-6
 #: MASK_TOL plus the float32-vs-float64 difference of a route's accumulated times.
 CHECK_TOL = 1e-5
 
+#: Generator distributions: the coordinate laws shared with the other problems (RouteFinder's
+#: data otherwise), plus ``vrpb`` (X-like VRPB instances as Queiroga et al. 2020) and
+#: ``mdvrptw`` (multi-depot VRPTW as Cordeau et al. 2001 / Vidal et al. 2013); see the module
+#: docstring.
+MTVRP_DISTRIBUTIONS: tuple[str, ...] = (*DISTRIBUTIONS, "vrpb", "mdvrptw")
+#: The variants a distribution draws when ``variants`` is not given.
+DEFAULT_VARIANTS: dict[str, tuple[str, ...]] = {"vrpb": ("VRPB",), "mdvrptw": ("MDVRPLTW",)}
+
+#: ``vrpb``: the linehaul shares of Queiroga et al. (2020), one drawn per instance; the first
+#: ``ceil(share n)`` customers of the X-like instance (in the X files' order) are linehauls.
+VRPB_LINEHAUL_SHARES = (0.5, 0.66, 0.8)
+
+# ``mdvrptw`` in the files' units (Cordeau's square [-100, 100]^2, times in the same units);
+# every constant was measured on the 14 shared files PR11A-PR24A (tests/envs/
+# test_variant_generators.py compares the generated statistics with them).
+#: Depots per instance and how many files have that many (PR11-16: 4, PR17-20: 6, PR21-24: 12).
+MDVRPTW_DEPOTS: tuple[tuple[int, int], ...] = ((4, 6), (6, 4), (12, 4))
+#: (capacity, duration limit) pairs of the files; one drawn per instance.
+MDVRPTW_FLEET: tuple[tuple[int, int], ...] = (
+    (200, 450), (195, 440), (190, 430), (185, 420), (180, 410), (175, 400), (200, 460),
+    (190, 440), (180, 420), (170, 400), (200, 475), (190, 450), (180, 425), (170, 400),
+)  # fmt: skip
+#: Half side of the customers' square and of the depots' square (depots uniform in it).
+MDVRPTW_SQUARE, MDVRPTW_DEPOT_SQUARE = 100.0, 50.0
+#: Depot window [0, horizon]; integer uniform laws (inclusive) of demands, service times,
+#: window starts and window widths.
+MDVRPTW_HORIZON = 1000.0
+MDVRPTW_DEMAND, MDVRPTW_SERVICE = (1, 25), (1, 25)
+MDVRPTW_READY, MDVRPTW_WIDTH = (60, 480), (90, 180)
+#: Customers are sparser near the depots: a uniform point is kept with probability
+#: ``1 - exp(-d / MDVRPTW_THINNING)``, d its distance to the nearest depot (the files' density
+#: ratio to a uniform square is 0.21, 0.53, 0.65, 0.83, 0.91 at d = 5, 15, 25, 35, 45).
+MDVRPTW_THINNING = 20.0
+
+#: Instance keys that may be absent: ``duration_limit`` [B] (+inf or absent: none) and the
+#: fleet, ``depot_vehicles`` [B, num_depots] (vehicles based at each depot slot) and
+#: ``max_vehicles`` [B] (vehicles in all), float, +inf or absent: unlimited (see
+#: :func:`vehicles_left`).
+OPTIONAL_KEYS = ("duration_limit", "depot_vehicles", "max_vehicles")
+#: The fleet keys of :data:`OPTIONAL_KEYS`; with either present the env tracks ``depot_routes``.
+FLEET_KEYS = ("depot_vehicles", "max_vehicles")
+
 INSTANCE_KEYS = (
     "locs",
     "demand_linehaul",
@@ -293,7 +380,7 @@ def neutralise(td: TensorDict, flags: torch.Tensor) -> TensorDict:
     TensorDict.
 
     O and M are set from their flags; without B backhauls become linehauls of the same amount
-    (and M is off); without L the limit is +inf; without TW every window is [0, +inf) and
+    (and M is off); without L the limits are +inf; without TW every window is [0, +inf) and
     service times are 0; without MD every depot slot is a copy of depot 0 (same location and
     window), which is one depot in effect. The flag and ``variant`` tensors are written from
     ``flags``.
@@ -316,6 +403,10 @@ def neutralise(td: TensorDict, flags: torch.Tensor) -> TensorDict:
     out["distance_limit"] = torch.where(
         lim, out["distance_limit"], torch.full_like(out["distance_limit"], math.inf)
     )
+    if "duration_limit" in out.keys():
+        out["duration_limit"] = torch.where(
+            lim, out["duration_limit"], torch.full_like(out["duration_limit"], math.inf)
+        )
     off = torch.zeros_like(out["time_windows"])
     off[..., 1] = math.inf
     out["time_windows"] = torch.where(tw[:, None, None], out["time_windows"], off)
@@ -367,9 +458,14 @@ def make_instances(
     service_time: torch.Tensor | None = None,
     mixed_backhaul: bool | torch.Tensor = False,
     num_depots: int = 1,
+    max_duration: float | torch.Tensor | None = None,
 ) -> TensorDict:
     """MTVRP tensors from arrays: demands in capacity units (divided by ``capacity`` here),
     absent attributes neutral, flags and ``variant`` derived from what is given.
+
+    ``max_duration`` is a route duration limit (travel, service and waiting; see the module
+    docstring): it adds ``duration_limit`` and is an L limit, also on length (``distance_limit``
+    is the smaller of the two).
 
     Shapes: ``locs`` [B, N, 2], the first ``num_depots`` rows the depots (MD when more than
     one); demands [B, N] (0 at the depots); ``time_windows`` [B, N, 2]; ``service_time``
@@ -387,13 +483,17 @@ def make_instances(
         torch.zeros_like(lh) if demand_backhaul is None else torch.as_tensor(demand_backhaul, **f32)
     )
     has_b = torch.full((b,), demand_backhaul is not None, device=dev)
-    has_l = torch.full((b,), distance_limit is not None, device=dev)
+    has_l = torch.full((b,), distance_limit is not None or max_duration is not None, device=dev)
     has_tw = torch.full((b,), time_windows is not None, device=dev)
     limit = (
         torch.full((b,), math.inf, **f32)
         if distance_limit is None
         else torch.as_tensor(distance_limit, **f32).expand(b).clone()
     )
+    duration = None
+    if max_duration is not None:
+        duration = torch.as_tensor(max_duration, **f32).expand(b).clone()
+        limit = torch.minimum(limit, duration)
     if time_windows is None:
         tw = torch.zeros(b, n, 2, **f32)
         tw[..., 1] = math.inf
@@ -403,8 +503,10 @@ def make_instances(
     o = torch.as_tensor(open_route, dtype=torch.bool, device=dev).expand(b).clone()
     mixed = torch.as_tensor(mixed_backhaul, dtype=torch.bool, device=dev).expand(b).clone()
     md = torch.full((b,), num_depots > 1, device=dev)
+    extra = {} if duration is None else {"duration_limit": duration}
     return TensorDict(
         {
+            **extra,
             "locs": torch.as_tensor(locs, **f32),
             "demand_linehaul": lh / cap[:, None].float(),
             "demand_backhaul": bh / cap[:, None].float(),
@@ -434,9 +536,13 @@ class MTVRPGenerator:
     Parameters
     ----------
     num_loc : number of customers (``num_loc + 1`` nodes).
-    variants : variant names to draw from (default: all 16).
+    variants : variant names to draw from (default: all 16; ``VRPB`` for ``distribution="vrpb"``,
+        ``MDVRPLTW`` for ``"mdvrptw"``).
     variant_probs : their probabilities (normalised; default uniform).
-    distribution : customer coordinates, ``uniform``, ``clustered`` or ``mixed``.
+    distribution : ``uniform``, ``clustered`` or ``mixed`` customer coordinates (RouteFinder's
+        data otherwise); ``vrpb``: X-like customers, demands and capacity with Queiroga's
+        linehaul shares; ``mdvrptw``: Cordeau/Vidal-like multi-depot instances with windows and
+        a duration limit (see the module docstring).
     capacity : vehicle capacity; default :func:`~nco.envs.common.standard_capacity`.
     min_demand, max_demand : integer demands (linehaul and backhaul) in this range.
     backhaul_ratio : probability that a customer is a backhaul (B variants).
@@ -446,13 +552,17 @@ class MTVRPGenerator:
         2 sqrt 2 so that every customer of the unit square is reachable.
     num_depots : depots of MD instances (RouteFinder: 3). A batch has this many depot slots
         when ``variants`` includes an MD variant (single-depot instances then repeat their
-        depot in every slot), else one.
+        depot in every slot), else one. With ``mdvrptw`` and no value, each call draws it from
+        the files' counts (:data:`MDVRPTW_DEPOTS`).
 
-    See the module docstring for the distributions.
+    ``vrpb`` and ``mdvrptw`` draw capacities (and ``mdvrptw`` horizons and limits) per
+    instance: ``capacity``, ``min_demand``, ``max_demand`` (and for ``mdvrptw`` ``max_time``,
+    ``max_distance_limit``, ``distance_limit``; for ``vrpb`` ``backhaul_ratio``) must keep
+    their defaults. See the module docstring for the distributions.
     """
 
     num_loc: int = 20
-    variants: tuple[str, ...] = VARIANT_NAMES
+    variants: tuple[str, ...] | None = None
     variant_probs: tuple[float, ...] | None = None
     distribution: str = "uniform"
     capacity: float | None = None
@@ -462,15 +572,28 @@ class MTVRPGenerator:
     max_time: float = 4.6
     max_distance_limit: float = 2.8
     distance_limit: float | None = None
-    num_depots: int = 3
+    num_depots: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_loc < 1:
             raise ValueError(f"num_loc must be >= 1, got {self.num_loc}")
-        if self.distribution not in DISTRIBUTIONS:
+        if self.distribution not in MTVRP_DISTRIBUTIONS:
             raise ValueError(
-                f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}"
+                f"distribution must be one of {MTVRP_DISTRIBUTIONS}, got {self.distribution!r}"
             )
+        family = self.distribution in DEFAULT_VARIANTS
+        if family:
+            fixed: dict[str, object] = {"capacity": None, "min_demand": 1, "max_demand": 9}
+            if self.distribution == "vrpb":
+                fixed["backhaul_ratio"] = 0.2
+            else:
+                fixed.update(max_time=4.6, max_distance_limit=2.8, distance_limit=None)
+            changed = [k for k, v in fixed.items() if getattr(self, k) != v]
+            if changed:
+                raise ValueError(
+                    f"distribution {self.distribution!r} draws its own capacities, demands and "
+                    f"limits; leave {', '.join(changed)} at the default"
+                )
         if not 1 <= self.min_demand <= self.max_demand:
             raise ValueError(
                 f"need 1 <= min_demand <= max_demand, got {self.min_demand}, {self.max_demand}"
@@ -487,19 +610,27 @@ class MTVRPGenerator:
             raise ValueError(
                 f"distance_limit {self.distance_limit} is below 2 sqrt 2: some customers could be unreachable"
             )
-        names = (self.variants,) if isinstance(self.variants, str) else tuple(self.variants)
+        if self.variants is None:
+            names: tuple[str, ...] = DEFAULT_VARIANTS.get(self.distribution, VARIANT_NAMES)
+        elif isinstance(self.variants, str):
+            names = (self.variants,)
+        else:
+            names = tuple(self.variants)
         if not names:
             raise ValueError("variants must name at least one variant")
-        object.__setattr__(
-            self, "variants", tuple(ALL_VARIANT_NAMES[variant_index(v)] for v in names)
-        )
-        if self.num_depots < 1:
+        variants = tuple(ALL_VARIANT_NAMES[variant_index(v)] for v in names)
+        object.__setattr__(self, "variants", variants)
+        if self.num_depots is None:
+            # mdvrptw without a count draws one per call (the files' 4, 6 or 12)
+            if self.distribution != "mdvrptw":
+                object.__setattr__(self, "num_depots", 3)
+        elif self.num_depots < 1:
             raise ValueError(f"num_depots must be >= 1, got {self.num_depots}")
         if self.variant_probs is not None:
             probs = tuple(float(p) for p in self.variant_probs)
-            if len(probs) != len(self.variants):
+            if len(probs) != len(variants):
                 raise ValueError(
-                    f"variant_probs has {len(probs)} entries for {len(self.variants)} variants"
+                    f"variant_probs has {len(probs)} entries for {len(variants)} variants"
                 )
             if any(not math.isfinite(p) or p < 0 for p in probs) or sum(probs) <= 0:
                 raise ValueError(
@@ -509,23 +640,38 @@ class MTVRPGenerator:
 
     @property
     def vehicle_capacity(self) -> float:
-        """The capacity used (explicit or standard)."""
+        """The capacity used (explicit or standard); ``vrpb`` and ``mdvrptw`` draw one per
+        instance (ValueError: read ``td["capacity"]``)."""
+        if self.distribution in DEFAULT_VARIANTS:
+            raise ValueError(
+                f"distribution {self.distribution!r} draws the capacity per instance; read td['capacity']"
+            )
         return (
             float(self.capacity) if self.capacity is not None else standard_capacity(self.num_loc)
         )
 
     @property
-    def depot_slots(self) -> int:
-        """Depot rows per instance: ``num_depots`` if an MD variant can be drawn, else 1."""
-        md = any(VARIANTS[v].multi_depot for v in self.variants)
+    def depot_slots(self) -> int | None:
+        """Depot rows per instance: ``num_depots`` if an MD variant can be drawn, else 1;
+        None where each call draws the count (``mdvrptw`` without ``num_depots``)."""
+        if self.distribution == "mdvrptw":
+            return self.num_depots
+        md = any(VARIANTS[v].multi_depot for v in self.variants or ())
         return self.num_depots if md else 1
 
     @property
     def probabilities(self) -> tuple[float, ...]:
         """Normalised probability of each entry of ``variants``."""
-        p = self.variant_probs if self.variant_probs is not None else (1.0,) * len(self.variants)
+        names = self.variants or ()
+        p = self.variant_probs if self.variant_probs is not None else (1.0,) * len(names)
         s = sum(p)
         return tuple(x / s for x in p)
+
+    def _variant_ids(self, b: int, g: torch.Generator, device: str | torch.device) -> torch.Tensor:
+        probs = torch.tensor(self.probabilities, dtype=torch.float32, device=device)
+        pick = torch.multinomial(probs, b, replacement=True, generator=g)
+        names = self.variants or ()
+        return torch.tensor([variant_index(v) for v in names], device=device)[pick]
 
     def __call__(
         self,
@@ -535,20 +681,44 @@ class MTVRPGenerator:
         rng: torch.Generator | None = None,
         device: str | torch.device = "cpu",
     ) -> TensorDict:
-        """Generate a batch [B] with the keys of the module docstring."""
+        """Generate a batch [B] with the keys of the module docstring (``mdvrptw`` adds
+        ``duration_limit``)."""
         (b,) = (batch_size,) if isinstance(batch_size, int) else tuple(batch_size)
         g = rng if rng is not None else make_rng(as_seed(seed), device)
+        if self.distribution == "mdvrptw":
+            return self._mdvrptw(b, g, device)
         n = self.num_loc
-        depot = torch.rand(b, 1, 2, generator=g, device=device)
-        locs = torch.cat([depot, sample_coords(b, n, self.distribution, g, device)], 1)
-        cap = self.vehicle_capacity
-        amount = (
-            torch.randint(
-                self.min_demand, self.max_demand + 1, (b, n), generator=g, device=device
-            ).float()
-            / cap
-        )
-        is_bh = torch.rand(b, n, generator=g, device=device) < self.backhaul_ratio
+        if self.distribution == "vrpb":
+            x = UchoaGenerator(n)(b, rng=g, device=device)
+            # the unit square as from_instance scales a file, so that the network sees what a
+            # converted Queiroga file shows
+            locs = unit_square(x["locs"])
+            amount = x["demand"][:, 1:]
+            cap = x["capacity"]
+            share = torch.tensor(VRPB_LINEHAUL_SHARES, dtype=torch.float64, device=device)
+            share = share[torch.randint(0, len(VRPB_LINEHAUL_SHARES), (b,), generator=g, device=device)]
+            # Queiroga's rule: the first ceil(share n) customers of the X file are linehauls.
+            # X files list the large demands of small-large instances first (demands in
+            # 1..10 and 50..100, none between), so those are all linehauls; otherwise the
+            # X-like order is a random permutation and the backhauls a random subset.
+            q = amount * cap[:, None]
+            mid = ((q > 10.5) & (q < 49.5)).any(1, keepdim=True)
+            large = (q > 49.5) & ~mid
+            key = (~large).long() * n + torch.arange(n, device=device)
+            rank = key.argsort(1).argsort(1)
+            linehauls = torch.ceil(share * n - 1e-9).long()
+            is_bh = rank >= linehauls[:, None]
+        else:
+            depot = torch.rand(b, 1, 2, generator=g, device=device)
+            locs = torch.cat([depot, sample_coords(b, n, self.distribution, g, device)], 1)
+            cap = torch.full((b,), self.vehicle_capacity, dtype=torch.float64, device=device)
+            amount = (
+                torch.randint(
+                    self.min_demand, self.max_demand + 1, (b, n), generator=g, device=device
+                ).float()
+                / float(cap[0])
+            )
+            is_bh = torch.rand(b, n, generator=g, device=device) < self.backhaul_ratio
         zero = torch.zeros(b, 1, device=device)
         lh = torch.cat([zero, torch.where(is_bh, 0.0, amount)], 1)
         bh = torch.cat([zero, torch.where(is_bh, amount, 0.0)], 1)
@@ -562,10 +732,8 @@ class MTVRPGenerator:
         else:
             limit = torch.full((b,), float(self.distance_limit), device=device)
         # The variant last, so that the data above does not depend on the variants asked for.
-        probs = torch.tensor(self.probabilities, dtype=torch.float32, device=device)
-        pick = torch.multinomial(probs, b, replacement=True, generator=g)
-        ids = torch.tensor([variant_index(v) for v in self.variants], device=device)[pick]
-        k = self.depot_slots
+        ids = self._variant_ids(b, g, device)
+        k = self.depot_slots or 1
         if k > 1:
             # Extra depots after everything else: the core data stays that of one depot. The
             # windows and the limit above are relative to depot 0, so every customer can be
@@ -581,7 +749,7 @@ class MTVRPGenerator:
                 "locs": locs,
                 "demand_linehaul": lh,
                 "demand_backhaul": bh,
-                "capacity": torch.full((b,), cap, dtype=torch.float64, device=device),
+                "capacity": cap,
                 "open_route": torch.ones(b, dtype=torch.bool, device=device),
                 "distance_limit": limit,
                 "time_windows": tw,
@@ -592,6 +760,119 @@ class MTVRPGenerator:
             device=device,
         )
         return neutralise(full, _FLAGS.to(device)[ids])
+
+    def _mdvrptw(self, b: int, g: torch.Generator, device: str | torch.device) -> TensorDict:
+        """Cordeau/Vidal-like instances (see the module docstring), scaled as from_instance
+        scales a file: coordinates into the unit square by one factor, times and the duration
+        limit divided by it, demands by the capacity."""
+        rng = numpy_rng(None, g)
+        n = self.num_loc
+        k = self.num_depots
+        if k is None:
+            counts = np.array([c for c, _ in MDVRPTW_DEPOTS])
+            weights = np.array([w for _, w in MDVRPTW_DEPOTS], dtype=np.float64)
+            k = int(rng.choice(counts, p=weights / weights.sum()))
+        data = sample_mdvrptw(rng, b, n, k)
+        is_bh = rng.random((b, n)) < self.backhaul_ratio
+        coords = data["coords"]
+        lo = coords.min(1, keepdims=True)
+        span = np.maximum((coords.max(1, keepdims=True) - lo).max(-1), 1e-9)  # [B, 1]
+        cap = data["capacity"]
+        amount = data["demand"] / cap[:, None]
+        lh = np.concatenate([np.zeros((b, k)), np.where(is_bh, 0.0, amount)], 1)
+        bh = np.concatenate([np.zeros((b, k)), np.where(is_bh, amount, 0.0)], 1)
+        tw = np.zeros((b, k + n, 2))
+        tw[:, :k, 1] = MDVRPTW_HORIZON
+        tw[:, k:, 0] = data["ready"]
+        tw[:, k:, 1] = data["ready"] + data["width"]
+        st = np.concatenate([np.zeros((b, k)), data["service"]], 1)
+        limit = data["duration"] / span[:, 0]
+
+        def f32(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=torch.float32, device=device)
+
+        full = TensorDict(
+            {
+                "locs": f32((coords - lo) / span[..., None]),
+                "demand_linehaul": f32(lh),
+                "demand_backhaul": f32(bh),
+                "capacity": torch.as_tensor(cap, dtype=torch.float64, device=device),
+                "open_route": torch.ones(b, dtype=torch.bool, device=device),
+                # the duration limit is also the L feature's value (a route's length never
+                # exceeds its duration, so the length limit it implies is redundant)
+                "distance_limit": f32(limit),
+                "duration_limit": f32(limit),
+                "time_windows": f32(tw / span[..., None]),
+                "service_time": f32(st / span),
+                "num_depots": torch.full((b,), k, dtype=torch.int64, device=device),
+            },
+            batch_size=[b],
+            device=device,
+        )
+        return neutralise(full, _FLAGS.to(device)[self._variant_ids(b, g, device)])
+
+
+def unit_square(locs: torch.Tensor) -> torch.Tensor:
+    """Coordinates [B, N, 2] shifted and scaled by one factor per instance into the unit square,
+    as :meth:`~nco.envs.Instance.to_tensordict` normalises a file."""
+    lo = locs.amin(1, keepdim=True)
+    span = (locs.amax(1, keepdim=True) - lo).amax(-1, keepdim=True).clamp_min(1e-9)
+    return (locs - lo) / span
+
+
+def sample_mdvrptw(rng: np.random.Generator, b: int, n: int, k: int) -> dict[str, np.ndarray]:
+    """Cordeau/Vidal-like MDVRPTW data in the files' units (see the module docstring).
+
+    Returns ``coords`` [B, k + n, 2] (depots first), ``demand``, ``service``, ``ready``,
+    ``width`` [B, n] (integers as floats), ``capacity`` and ``duration`` [B]. Every customer can
+    be served alone from depot 0 (within its window, back before the horizon, within the
+    duration limit): a customer that cannot is drawn again, so that the instance stays solvable
+    whichever attributes a variant switches off (the files: 99.6-100% of the customers can be
+    served from every depot).
+    """
+    depots = rng.uniform(-MDVRPTW_DEPOT_SQUARE, MDVRPTW_DEPOT_SQUARE, (b, k, 2))
+    fleet = np.array(MDVRPTW_FLEET, dtype=np.float64)[rng.integers(0, len(MDVRPTW_FLEET), b)]
+    cust = np.empty((b, n, 2))
+    attrs = {key: np.empty((b, n)) for key in ("demand", "service", "ready", "width")}
+    laws = {
+        "demand": MDVRPTW_DEMAND,
+        "service": MDVRPTW_SERVICE,
+        "ready": MDVRPTW_READY,
+        "width": MDVRPTW_WIDTH,
+    }
+    for i in range(b):
+        todo = np.arange(n)
+        while todo.size:
+            pts = _thinned_points(rng, depots[i], todo.size)
+            cust[i, todo] = pts
+            for key, (lo, hi) in laws.items():
+                attrs[key][i, todo] = rng.integers(lo, hi, endpoint=True, size=todo.size)
+            d0 = np.linalg.norm(pts - depots[i, 0], axis=-1)
+            start = np.maximum(d0, attrs["ready"][i, todo])
+            service = attrs["service"][i, todo]
+            ok = start <= attrs["ready"][i, todo] + attrs["width"][i, todo]
+            ok &= start + service + d0 <= MDVRPTW_HORIZON
+            # alone, a vehicle leaves just in time and never waits
+            ok &= 2.0 * d0 + service <= fleet[i, 1] * (1.0 - 1e-6)
+            todo = todo[~ok]
+    return {
+        "coords": np.concatenate([depots, cust], 1),
+        **attrs,
+        "capacity": fleet[:, 0],
+        "duration": fleet[:, 1],
+    }
+
+
+def _thinned_points(rng: np.random.Generator, depots: np.ndarray, m: int) -> np.ndarray:
+    """``m`` points [m, 2] uniform in the customers' square, each kept with probability
+    ``1 - exp(-d / MDVRPTW_THINNING)`` (d: distance to the nearest of ``depots`` [k, 2])."""
+    out = np.empty((0, 2))
+    while out.shape[0] < m:
+        cand = rng.uniform(-MDVRPTW_SQUARE, MDVRPTW_SQUARE, (2 * (m - out.shape[0]) + 8, 2))
+        d = np.linalg.norm(cand[:, None] - depots[None], axis=-1).min(1)
+        keep = rng.random(cand.shape[0]) < 1.0 - np.exp(-d / MDVRPTW_THINNING)
+        out = np.concatenate([out, cand[keep]])
+    return out[:m]
 
 
 # ----------------------------------------------------------------------------- environment
@@ -611,7 +892,8 @@ def distances_to(td: TensorDict, node: torch.Tensor) -> torch.Tensor:
 
 def _depot_serves(td: TensorDict, done: torch.Tensor) -> torch.Tensor:
     """[B, N] bool: depot slots from which a fresh route can serve some customer not in
-    ``done`` (window, return before the depot closes, distance limit, capacity)."""
+    ``done`` (window, return before the depot closes, distance and duration limits,
+    capacity)."""
     k = int(td["num_depots"].max())
     n = td["locs"].shape[-2]
     if "distance" in td.keys():
@@ -626,11 +908,81 @@ def _depot_serves(td: TensorDict, done: torch.Tensor) -> torch.Tensor:
     returns = (start + td["service_time"][:, None] + back_d <= tw[:, :k, 1:2] + MASK_TOL) | ~closed
     tail = torch.where(closed, back_d, torch.zeros_like(back_d))
     in_limit = out_d + tail <= td["distance_limit"][:, None, None] + MASK_TOL
+    if "duration_limit" in td.keys():
+        opening, closing = tw[:, :k, 0:1], tw[:, :k, 1:2]
+        alone = least_duration(
+            opening,
+            out_d,
+            tw[:, None, :, 0],
+            tw[:, None, :, 1],
+            td["service_time"][:, None],
+            tail,
+            torch.zeros_like(opening),
+            closing - opening,
+            opening,
+            torch.where(closed, closing, math.inf),
+        )
+        in_limit = in_limit & (alone <= td["duration_limit"][:, None, None] + MASK_TOL)
     fits = (td["demand_linehaul"] <= 1.0 + CAP_TOL) & (td["demand_backhaul"] <= 1.0 + CAP_TOL)
     ok = in_window & returns & in_limit & (fits & ~done)[:, None]
     serves = torch.zeros(td["locs"].shape[0], n, dtype=torch.bool, device=ok.device)
     serves[:, :k] = ok.any(2)
     return serves
+
+
+def has_fleet(td: TensorDict) -> bool:
+    """Whether the tensors carry a fleet (``depot_vehicles`` or ``max_vehicles``): the env then
+    tracks ``depot_routes`` and limits the routes (see :func:`vehicles_left`)."""
+    keys = td.keys()
+    return any(k in keys for k in FLEET_KEYS)
+
+
+def vehicles_left(td: TensorDict, depot_routes: torch.Tensor) -> torch.Tensor:
+    """[B, N] bool: the depot slots with a vehicle left to start a new route, given the routes
+    started from each slot so far, ``depot_routes`` [B, K]: fewer than ``depot_vehicles`` there
+    and fewer than ``max_vehicles`` in all (an absent key or +inf: no limit). False for
+    customers."""
+    b, k = depot_routes.shape
+    n = td["locs"].shape[-2]
+    left = torch.ones(b, k, dtype=torch.bool, device=depot_routes.device)
+    if "depot_vehicles" in td.keys():
+        left = depot_routes < td["depot_vehicles"][:, :k]
+    if "max_vehicles" in td.keys():
+        left = left & (depot_routes.sum(1) < td["max_vehicles"])[:, None]
+    out = torch.zeros(b, n, dtype=torch.bool, device=depot_routes.device)
+    out[:, :k] = left
+    return out
+
+
+def spare_vehicles(
+    td: TensorDict, depot_routes: torch.Tensor, where: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[B] float: the routes the fleet still allows (+inf: unlimited), from the depot slots
+    ``where`` [B, N] only when given: the vehicles left at those depots, at most what
+    ``max_vehicles`` leaves in all."""
+    b, k = depot_routes.shape
+    out = torch.full((b,), math.inf, device=depot_routes.device)
+    if "depot_vehicles" in td.keys():
+        left = (td["depot_vehicles"][:, :k] - depot_routes).clamp_min(0.0)
+        if where is not None:
+            left = torch.where(where[:, :k], left, torch.zeros_like(left))
+        out = left.sum(1)
+    if "max_vehicles" in td.keys():
+        out = torch.minimum(out, (td["max_vehicles"] - depot_routes.sum(1)).clamp_min(0.0))
+    return out
+
+
+def routes_needed(td: TensorDict, visited: torch.Tensor) -> torch.Tensor:
+    """[B] float: a lower bound on the routes that serve the unvisited customers: their
+    linehaul total and their backhaul total over the capacity (a route carries at most one
+    capacity of each), rounded up, and at least 1 while a customer is left."""
+    cust = ~(visited | is_depot_node(td))
+    lh = torch.where(cust, td["demand_linehaul"], 0.0).sum(1)
+    bh = torch.where(cust, td["demand_backhaul"], 0.0).sum(1)
+    # rounded down by float32's error on the sums, so that the bound never overstates
+    load = torch.maximum(lh, bh)
+    need = torch.ceil(load * (1.0 - 1e-5) - 1e-4).clamp_min(0.0)
+    return torch.maximum(need, cust.any(1).to(need.dtype))
 
 
 def mtvrp_mask(
@@ -644,13 +996,19 @@ def mtvrp_mask(
     peak: torch.Tensor | None = None,
     route_depot: torch.Tensor | None = None,
     switched: torch.Tensor | None = None,
+    wait: torch.Tensor | None = None,
+    slack: torch.Tensor | None = None,
+    depot_routes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Feasible next nodes [B, N].
 
     A customer is allowed when unvisited and its demand fits, it is a backhaul or no backhaul
     has been collected on the route yet (unless M), service can start within its window, the
-    route length after it (plus the way back unless open) stays within the limit, and (unless
-    open) the route's depot can still be reached before it closes.
+    route length after it (plus the way back unless open) stays within the limit, (unless
+    open) the route's depot can still be reached before it closes, and, with a
+    ``duration_limit``, the route's least duration after it (and the way back unless open;
+    from the route's waiting ``wait`` and forward time slack ``slack``, see
+    :func:`least_duration`) stays within that limit.
 
     Depots: from a customer only the route's own depot (the return). At a depot, another
     depot (MD instances only) is a zero-cost switch of the next route's start, allowed once
@@ -658,6 +1016,19 @@ def mtvrp_mask(
     which a new route can serve a customer (so a switch is always followed by a customer). The
     current depot itself is allowed only when no customer can be served and no switch is
     possible (the padding action once every customer is served).
+
+    Fleet (``depot_routes`` [B, K], the routes started from each depot slot, given with a
+    ``depot_vehicles`` / ``max_vehicles`` key; see :func:`vehicles_left`): at a depot, a
+    customer (a new route) is allowed only when the depot has a vehicle left, and a switch only
+    to a depot with a vehicle left (a switch is allowed again when the current depot has none,
+    still only to depots that can serve a customer). From a customer the return is refused
+    while the route can go on to a customer and the vehicles left at the depots that could
+    serve a remaining customer are fewer than the remaining customers need
+    (:func:`routes_needed`, at least one): returning then leaves every completion over the
+    fleet (so the last vehicle keeps going while it can). Where these rules leave a depot with customers to serve and no action,
+    the fleet cannot be met and that step's mask is the one without a fleet (the plan exceeds
+    the fleet, which the checker reports), so a rollout never gets stuck. Unlimited values
+    (+inf) give exactly the mask without a fleet.
     """
     zeros_b = torch.zeros_like(current)
     rd = zeros_b if route_depot is None else route_depot
@@ -672,6 +1043,26 @@ def mtvrp_mask(
     in_time = in_window & (returns | ~closed)
     tail = torch.where(closed, back, torch.zeros_like(back))
     in_limit = length[:, None] + travel + tail <= td["distance_limit"][:, None] + MASK_TOL
+    at_depot = current < td["num_depots"]
+    if "duration_limit" in td.keys():
+        opening, closing = (tw[..., j].gather(1, rd[:, None]) for j in (0, 1))
+        w0 = torch.zeros_like(time) if wait is None else wait
+        s0 = (closing - opening).squeeze(1) if slack is None else slack
+        w0 = torch.where(at_depot, 0.0, w0)
+        s0 = torch.where(at_depot, (closing - opening).squeeze(1), s0)
+        dur = least_duration(
+            time[:, None],
+            travel,
+            tw[..., 0],
+            tw[..., 1],
+            td["service_time"],
+            tail,
+            w0[:, None],
+            s0[:, None],
+            opening,
+            torch.where(closed, horizon, math.inf),
+        )
+        in_limit = in_limit & (dur <= td["duration_limit"][:, None] + MASK_TOL)
     lh, bh = td["demand_linehaul"], td["demand_backhaul"]
     # The vehicle leaves loaded with all of the route's linehauls, so a new linehaul raises the
     # load at every earlier point: it fits when it fits at the route's peak (see step).
@@ -683,7 +1074,6 @@ def mtvrp_mask(
     depot = is_depot_node(td)
     cust = fits & order & in_time & in_limit & ~visited & ~depot
     idx = torch.arange(depot.shape[1], device=depot.device)[None]
-    at_depot = current < td["num_depots"]
     can_serve = cust.any(1)
     left = ~(visited | depot).all(1)
     was_switch = torch.zeros_like(at_depot) if switched is None else switched
@@ -692,13 +1082,74 @@ def mtvrp_mask(
         & (idx != current[:, None])
         & (at_depot & td["has_multi_depot"] & left & (~was_switch | ~can_serve))[:, None]
     )
+    fleet = depot_routes is not None and has_fleet(td)
+    serves = None
+    if td["has_multi_depot"].any() or fleet:
+        serves = _depot_serves(td, visited | depot)
     if td["has_multi_depot"].any():
         # Only to a depot that can serve a customer, so a policy cannot switch back and forth
         # between depots that serve nothing (every switch is followed by a customer).
-        switch = switch & _depot_serves(td, visited | depot)
+        assert serves is not None
+        switch = switch & serves
     ret = ~at_depot[:, None] & (idx == rd[:, None])
     stay = (at_depot & ~can_serve & ~switch.any(1))[:, None] & (idx == current[:, None])
-    return cust | ret | switch | stay
+    free = cust | ret | switch | stay
+    if not fleet:
+        return free
+    assert depot_routes is not None and serves is not None
+    # The same rules with the fleet (see the docstring): a new route only from a depot with a
+    # vehicle left, a switch only to one.
+    has = vehicles_left(td, depot_routes)
+    here = has.gather(1, current[:, None]).squeeze(1)
+    cust_f = cust & (~at_depot | here)[:, None]
+    serve_f = cust_f.any(1)
+    switch_f = (
+        depot
+        & (idx != current[:, None])
+        & (at_depot & td["has_multi_depot"] & left & (~was_switch | ~serve_f))[:, None]
+        & serves
+        & has
+    )
+    # A route keeps going while it can when returning would leave fewer vehicles than the
+    # remaining customers need (their demand over the capacity, at least 1), counting the
+    # vehicles of the depots that could serve one of them (and some depot could: otherwise
+    # the fleet is not the cause): then every plan through this return exceeds the fleet.
+    short = serves.any(1) & (spare_vehicles(td, depot_routes, serves) < routes_needed(td, visited))
+    ret_f = ret & ~(short & can_serve)[:, None]
+    fleet_mask = cust_f | ret_f | switch_f | (stay & ~left[:, None])
+    # a depot with customers left and no action under the fleet: the fleet cannot be met
+    use = ~at_depot | ~left | cust_f.any(1) | switch_f.any(1)
+    return torch.where(use[:, None], fleet_mask, free)
+
+
+def least_duration(
+    time: torch.Tensor,
+    travel: torch.Tensor,
+    ready: torch.Tensor,
+    due: torch.Tensor,
+    service: torch.Tensor,
+    tail: torch.Tensor,
+    wait: torch.Tensor,
+    slack: torch.Tensor,
+    opening: torch.Tensor,
+    horizon: torch.Tensor | float,
+) -> torch.Tensor:
+    """Least duration (PyVRP's, as :func:`route_duration`) of a route extended by one node and
+    ended there, all arguments broadcast together.
+
+    The route so far left its depot at ``opening``, is ready at ``time`` with total waiting
+    ``wait`` and forward time slack ``slack`` (the most its departure can be delayed: the
+    depot's closing minus opening at the depot); the node is ``travel`` away with window
+    [``ready``, ``due``] and ``service``; ``tail`` is the way back (0 for an open route) and
+    ``horizon`` the depot's closing time for the return (+inf for an open route). Delaying the
+    departure by d (at most the slack) removes min(d, waiting) of the duration.
+    """
+    arrive = time + travel
+    start = torch.maximum(arrive, ready)
+    waited = wait + (start - arrive)
+    end = start + service + tail
+    room = torch.minimum(torch.minimum(slack, waited + due - start), waited + horizon - end)
+    return end - opening - torch.minimum(waited, room).clamp_min(0.0)
 
 
 class MTVRPEnv(EnvBase):
@@ -734,10 +1185,13 @@ class MTVRPEnv(EnvBase):
             return Unbounded(shape=(*bs, *shape), dtype=torch.float32, device=dev)
 
         load = Bounded(low=0.0, high=1.0 + CAP_TOL, shape=bs, dtype=torch.float32, device=dev)
+        # the optional duration limit is declared where the generator draws it
+        optional = {"duration_limit": real()} if self.generator.distribution == "mdvrptw" else {}
         instance_specs(
             self,
             n,
             {
+                **optional,
                 "demand_linehaul": Bounded(
                     low=0.0, high=1.0, shape=(*bs, n), dtype=torch.float32, device=dev
                 ),
@@ -765,6 +1219,8 @@ class MTVRPEnv(EnvBase):
                 "depot_switched": flag(),
                 "current_time": real(),
                 "current_route_length": real(),
+                "route_wait": real(),
+                "route_slack": real(),
             },
         )
 
@@ -787,14 +1243,27 @@ class MTVRPEnv(EnvBase):
             raise KeyError(
                 f"MTVRP instance data lacks {missing}; build it with MTVRPGenerator or make_instances"
             )
-        for k in ("time_windows", "distance_limit"):
-            if torch.isnan(td[k]).any():
+        for k in ("time_windows", "distance_limit", "duration_limit", *FLEET_KEYS):
+            if k in td.keys() and torch.isnan(td[k]).any():
                 raise ValueError(f"instance tensor {k!r} contains NaN")
+        if "depot_vehicles" in td.keys():
+            slots = _depot_slots(td)
+            if td["depot_vehicles"].shape[-1] != slots:
+                raise ValueError(
+                    f"depot_vehicles has {td['depot_vehicles'].shape[-1]} columns for {slots} depot slots"
+                )
+        for k in FLEET_KEYS:
+            if k in td.keys() and bool((td[k] < 0).any()):
+                raise ValueError(f"instance tensor {k!r} has negative vehicle counts")
         return flat_batch(self._reset_flat, td)
 
     def _keep(self, td: TensorDict) -> TensorDict:
         return td.select(
-            *[k for k in (*INSTANCE_KEYS, "distance", "scale", "offset") if k in td.keys()]
+            *[
+                k
+                for k in (*INSTANCE_KEYS, *OPTIONAL_KEYS, "distance", "scale", "offset")
+                if k in td.keys()
+            ]
         )
 
     def _reset_flat(self, td: TensorDict) -> TensorDict:
@@ -805,6 +1274,11 @@ class MTVRPEnv(EnvBase):
         time = td["time_windows"][:, 0, 0].clone()
         visited = torch.zeros(b, n, dtype=torch.bool, device=dev)
         out = self._keep(td)
+        routes = None
+        if has_fleet(td):
+            # routes started from each depot slot (the fleet's state)
+            routes = torch.zeros(b, _depot_slots(td), dtype=torch.float32, device=dev)
+            out["depot_routes"] = routes
         out.update(
             {
                 "current_node": current,
@@ -815,9 +1289,13 @@ class MTVRPEnv(EnvBase):
                 "depot_switched": torch.zeros(b, dtype=torch.bool, device=dev),
                 "current_time": time,
                 "current_route_length": zero.clone(),
+                "route_wait": zero.clone(),
+                "route_slack": td["time_windows"][:, 0, 1] - time,
                 "visited": visited,
                 "i": torch.zeros(b, dtype=torch.int64, device=dev),
-                "action_mask": mtvrp_mask(td, zero, zero, visited, current, time, zero),
+                "action_mask": mtvrp_mask(
+                    td, zero, zero, visited, current, time, zero, depot_routes=routes
+                ),
                 "done": torch.zeros(b, 1, dtype=torch.bool, device=dev),
                 "terminated": torch.zeros(b, 1, dtype=torch.bool, device=dev),
             }
@@ -855,7 +1333,24 @@ class MTVRPEnv(EnvBase):
         done = at_depot & (visited | is_depot_node(td)).all(1)
         route_depot = torch.where(at_depot, action, td["route_depot"])
         switched = switch & (action != td["current_node"])
+        # the route's waiting and forward time slack (see least_duration); reset at a depot
+        due = tw[..., 1].gather(1, idx).squeeze(1)
+        arrive = td["current_time"] + step_len
+        begin = torch.maximum(arrive, earliest)
+        waited = td["route_wait"] + (begin - arrive)
+        wait = torch.where(at_depot, zero, waited)
+        slack = torch.where(
+            at_depot, due - earliest, torch.minimum(td["route_slack"], waited + due - begin)
+        )
         out = self._keep(td)
+        routes = None
+        if "depot_routes" in td.keys():
+            # a depot -> customer step starts a route from the current depot
+            start = (td["current_node"] < k) & ~at_depot
+            routes = td["depot_routes"].scatter_add(
+                1, td["route_depot"][:, None], start[:, None].to(td["depot_routes"].dtype)
+            )
+            out["depot_routes"] = routes
         out.update(
             {
                 "current_node": action,
@@ -866,10 +1361,24 @@ class MTVRPEnv(EnvBase):
                 "depot_switched": switched,
                 "current_time": time,
                 "current_route_length": length,
+                "route_wait": wait,
+                "route_slack": slack,
                 "visited": visited,
                 "i": td["i"] + 1,
                 "action_mask": mtvrp_mask(
-                    td, used_lh, used_bh, visited, action, time, length, peak, route_depot, switched
+                    td,
+                    used_lh,
+                    used_bh,
+                    visited,
+                    action,
+                    time,
+                    length,
+                    peak,
+                    route_depot,
+                    switched,
+                    wait,
+                    slack,
+                    routes,
                 ),
                 "reward": -paid[:, None].to(torch.float32),
                 "done": done[:, None],
@@ -1065,7 +1574,10 @@ def split_depot_routes(
 
 
 def check(td: TensorDict, tours: torch.Tensor) -> list[list[Violation]]:
-    """Check action sequences [B, T] against normalised tensors; one violation list per element."""
+    """Check action sequences [B, T] against normalised tensors; one violation list per element
+    (with a ``duration_limit``, also ``duration``: :func:`route_duration` over it; with a fleet,
+    ``depot_vehicles`` / ``max_vehicles``, also ``vehicles``: more routes than the vehicles in
+    all or based at a depot, :func:`~nco.envs.common.check_fleet`)."""
     seqs = tours.detach().cpu().numpy()
 
     def arr(key: str) -> np.ndarray:
@@ -1081,27 +1593,50 @@ def check(td: TensorDict, tours: torch.Tensor) -> list[list[Violation]]:
     opened = td["open_route"].detach().cpu().numpy()
     mixed = td["has_mixed_backhaul"].detach().cpu().numpy()
     depots = td["num_depots"].detach().cpu().numpy()
+    dur_lim = arr("duration_limit") if "duration_limit" in td.keys() else None
+    per_depot = arr("depot_vehicles") if "depot_vehicles" in td.keys() else None
+    total = arr("max_vehicles") if "max_vehicles" in td.keys() else None
     out = []
     for b in range(seqs.shape[0]):
         k = int(depots[b])
         routes, starts, ends = split_depot_routes(seqs[b], k)
-        out.append(
-            check_core(
-                numpy_distance(td, b),
-                lh[b],
-                bh[b],
-                1.0,
-                tw[b],
-                st[b],
-                float(lim[b]),
-                bool(opened[b]),
-                routes,
-                bool(mixed[b]),
-                num_depots=k,
-                depots=starts,
-                ends=ends,
-            )
+        dist = numpy_distance(td, b)
+        found = check_core(
+            dist,
+            lh[b],
+            bh[b],
+            1.0,
+            tw[b],
+            st[b],
+            float(lim[b]),
+            bool(opened[b]),
+            routes,
+            bool(mixed[b]),
+            num_depots=k,
+            depots=starts,
+            ends=ends,
         )
+        if dur_lim is not None and math.isfinite(float(dur_lim[b])):
+            cap = float(dur_lim[b])
+            for r, (route, d) in enumerate(zip(routes, starts, strict=True)):
+                dur = route_duration(dist, tw[b], st[b], d, route, bool(opened[b]))
+                if dur > cap + CHECK_TOL * max(1.0, cap):
+                    found.append(
+                        Violation(
+                            "duration",
+                            f"route {r + 1}: duration {dur:.6g} exceeds the limit {cap:.6g}",
+                            route=r,
+                        )
+                    )
+        if per_depot is not None or total is not None:
+            cap_b = None if total is None or not math.isfinite(total[b]) else int(total[b])
+            per_b = None
+            if per_depot is not None and np.isfinite(per_depot[b]).any():
+                # unlimited slots: more than any plan can use
+                per_b = np.where(np.isfinite(per_depot[b]), per_depot[b], len(routes) + 1)
+                per_b = np.round(per_b).astype(np.int64)
+            found.extend(check_fleet(starts, cap_b, per_b))
+        out.append(found)
     return out
 
 
@@ -1133,6 +1668,9 @@ def route_duration(
         offset += float(service_time[v])
     if not open_route:
         latest = min(latest, float(time_windows[depot, 1]) - (offset + legs[-1]))
+    if not math.isfinite(latest):
+        # no window closes (switched-off windows in tensors): leaving late enough never waits
+        return float(sum(legs) + sum(float(service_time[v]) for v in route))
     start = max(float(time_windows[depot, 0]), latest)
     t = start
     for i, v in enumerate(route):
@@ -1205,9 +1743,12 @@ def from_instance(instance: Instance, *, device: str | torch.device = "cpu") -> 
     Normalised as :meth:`Instance.to_tensordict` (coordinates into the unit square with one
     factor kept under ``scale``/``offset``, distances, times and the limit divided by it,
     demands by the capacity), plus the flags of :data:`INSTANCE_KEYS`. Route limits become L:
-    ``max_distance``, or ``max_duration`` when durations equal lengths (no windows, no service
-    times). A duration limit with windows or service times has no tensor form: InstanceError.
-    The fleet (``num_vehicles``, ``vehicle_depots``) is left to the checker.
+    ``distance_limit`` is the smaller of ``max_distance`` and ``max_duration`` (a route is never
+    longer than it lasts); with time windows a ``max_duration`` also becomes
+    ``duration_limit``, which the env enforces conservatively (see :class:`MTVRPEnv`). A
+    duration limit with service times but no windows is refused (InstanceError: TW off means
+    no service times in the tensors). The fleet (``num_vehicles``, ``vehicle_depots``) is left
+    to the checker.
     """
     inst = instance
     src = inst.source or inst.name
@@ -1215,8 +1756,9 @@ def from_instance(instance: Instance, *, device: str | torch.device = "cpu") -> 
         raise InstanceError(src, "DEMAND_SECTION", "mtvrp needs demands and a capacity")
     n = inst.num_nodes
     timed = inst.time_windows is not None or (inst.service_time is not None and bool((inst.service_time > 0).any()))
-    if inst.max_duration is not None and timed:
-        raise InstanceError(src, "VEHICLES_MAX_DURATION", "mtvrp's L limits route length; a duration limit with time windows or service times (travel + service + waiting) has no mtvrp tensor form")
+    if inst.max_duration is not None and timed and inst.time_windows is None:
+        # TW off means zero service times in the tensors (and none in to_instance)
+        raise InstanceError(src, "VEHICLES_MAX_DURATION", "a duration limit with service times but no time windows has no mtvrp tensor form (service times are part of TW)")
     limits = [x for x in (inst.max_distance, inst.max_duration) if x is not None]
     base = inst.to_tensordict(device=device)
     scale = float(base["scale"][0])
@@ -1237,6 +1779,8 @@ def from_instance(instance: Instance, *, device: str | torch.device = "cpu") -> 
         **one,
     )
     td = base.select(*[k for k in ("locs", "scale", "offset", "distance") if k in base.keys()])
+    if inst.max_duration is not None and timed:
+        td["duration_limit"] = torch.tensor([inst.max_duration / scale], **f32)
     td.update(
         {
             "demand_linehaul": base["demand"],
@@ -1255,7 +1799,53 @@ def from_instance(instance: Instance, *, device: str | torch.device = "cpu") -> 
             "variant": variant_ids(flags),
         }
     )
+    td.update(fleet_tensors(inst, device=base.device))
     return td
+
+
+def fleet_tensors(instance: Instance, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The fleet keys (batch [1]) of an :class:`Instance`: ``depot_vehicles`` [1, num_depots]
+    (its ``vehicles_per_depot``; +inf when the file states no depots) and ``max_vehicles`` [1]
+    (``num_vehicles``; +inf when unset); no keys when it has no fleet."""
+    inst = instance
+    if inst.num_vehicles is None and inst.vehicle_depots is None:
+        return {}
+    per = inst.vehicles_per_depot
+    f32 = torch.float32
+    return {
+        "depot_vehicles": (
+            torch.full((1, inst.num_depots), math.inf, dtype=f32, device=device)
+            if per is None
+            else torch.as_tensor(per, dtype=f32, device=device)[None]
+        ),
+        "max_vehicles": torch.tensor(
+            [math.inf if inst.num_vehicles is None else float(inst.num_vehicles)],
+            dtype=f32,
+            device=device,
+        ),
+    }
+
+
+def _fleet_fields(td: TensorDict, nd: int) -> dict[str, Any]:
+    """``num_vehicles`` / ``vehicle_depots`` of :func:`to_instance` from the fleet keys of one
+    instance (batch []); ValueError for a fleet an :class:`Instance` cannot hold (per-depot
+    counts on some depots only, or a total below their sum)."""
+    keys = td.keys()
+    total = float(td["max_vehicles"]) if "max_vehicles" in keys else math.inf
+    per = td["depot_vehicles"][:nd].double().cpu().numpy() if "depot_vehicles" in keys else None
+    out: dict[str, Any] = {}
+    if per is not None and np.isfinite(per).any():
+        if not np.isfinite(per).all() or total < per.sum():
+            raise ValueError(
+                f"fleet {per.tolist()} per depot with {total:g} in all has no Instance form "
+                "(vehicle_depots lists every vehicle's depot)"
+            )
+        counts = np.round(per).astype(np.int64)
+        out["vehicle_depots"] = np.repeat(np.arange(nd), counts)
+        out["num_vehicles"] = int(counts.sum())
+    elif math.isfinite(total):
+        out["num_vehicles"] = int(round(total))
+    return out
 
 
 def to_instance(td: TensorDict, *, name: str = "generated") -> Instance:
@@ -1263,7 +1853,9 @@ def to_instance(td: TensorDict, *, name: str = "generated") -> Instance:
 
     The inverse of :func:`from_instance` (``scale``/``offset`` applied when present, else the
     unit square with EXACT distances). Attributes follow the flags: B -> ``backhaul``, L ->
-    ``max_distance``, TW -> windows and service times, O, M, MD (depot slots) as flagged.
+    ``max_distance`` (with TW and a ``duration_limit``: ``max_duration``, and ``max_distance``
+    only where ``distance_limit`` is tighter), TW -> windows and service times, O, M, MD
+    (depot slots) as flagged.
     The result is an ``"mtvrp"`` instance whatever its variant (CVRP and VRPTW included), so
     that a generated batch stays one problem.
     """
@@ -1289,6 +1881,15 @@ def to_instance(td: TensorDict, *, name: str = "generated") -> Instance:
     offset = arr("offset") if "offset" in td.keys() else np.zeros(2)
     cap = float(td["capacity"]) if "capacity" in td.keys() else 1.0
     has_tw = bool(td["has_time_windows"])
+    has_l = bool(td["has_distance_limit"])
+    length = float(td["distance_limit"]) if has_l else math.inf
+    duration = float(td["duration_limit"]) if has_l and "duration_limit" in td.keys() else math.inf
+    max_duration = None
+    if has_tw and math.isfinite(duration):
+        max_duration = duration * scale
+        # distance_limit carries the duration limit too; only a tighter one is a length limit
+        if length >= duration * (1 - 1e-6):
+            length = math.inf
     return Instance.from_arrays(
         problem="mtvrp",
         coords=arr("locs") * scale + offset,
@@ -1301,8 +1902,10 @@ def to_instance(td: TensorDict, *, name: str = "generated") -> Instance:
         backhaul=amounts("demand_backhaul") if bool(td["has_backhaul"]) else None,
         mixed_backhaul=bool(td["has_mixed_backhaul"]),
         open_routes=bool(td["open_route"]),
-        max_distance=float(td["distance_limit"]) * scale if bool(td["has_distance_limit"]) else None,
+        max_distance=length * scale if math.isfinite(length) else None,
+        max_duration=max_duration,
         num_depots=nd,
+        **_fleet_fields(td, nd),
     )
 
 
@@ -1368,7 +1971,9 @@ def node_features(td: TensorDict) -> torch.Tensor:
 def state_features(td: TensorDict) -> torch.Tensor:
     """[B, 7]: room for linehauls (capacity left at the route's fullest point) and for
     backhauls (fractions), current time over the depot's closing time (0 without windows),
-    remaining route length over the limit (1 without a limit), the open flag and the location
+    remaining route length over the limit (1 without a limit; with a ``duration_limit`` the
+    smaller of that and the remaining duration, limit minus the route's least duration so far,
+    over the duration limit), the open flag and the location
     of the depot the route started from (MD: where a closed route must return)."""
     horizon = td["time_windows"][..., 0, 1]
     finite_h = torch.isfinite(horizon)
@@ -1379,6 +1984,15 @@ def state_features(td: TensorDict) -> torch.Tensor:
     finite_l = torch.isfinite(limit)
     safe = torch.where(finite_l, limit, 1.0).clamp_min(1e-9)
     remaining = torch.where(finite_l, (limit - td["current_route_length"]) / safe, 1.0)
+    if "duration_limit" in td.keys():
+        # the tighter of the length and the duration budget (absent key: features unchanged)
+        dur = td["duration_limit"]
+        finite_d = torch.isfinite(dur)
+        opening = td["time_windows"][..., 0].gather(-1, td["route_depot"][..., None]).squeeze(-1)
+        shift = torch.minimum(td["route_wait"], td["route_slack"]).clamp_min(0.0)
+        used = td["current_time"] - opening - shift
+        left = (dur - used) / torch.where(finite_d, dur, 1.0).clamp_min(1e-9)
+        remaining = torch.where(finite_d, torch.minimum(remaining, left), remaining)
     locs = td["locs"]
     depot = locs.gather(-2, td["route_depot"][..., None, None].expand(*locs.shape[:-2], 1, 2))
     return torch.cat(
@@ -1432,6 +2046,7 @@ PROBLEM = Problem(
     num_starts=num_starts,
     start_nodes=start_nodes,
     instance_keys=INSTANCE_KEYS,
+    distributions=MTVRP_DISTRIBUTIONS,
     instance_to_td=from_instance,
     td_to_instance=to_instance,
     accepts=("cvrp", "cvrptw"),

@@ -8,7 +8,9 @@ A run directory holds everything needed to re-check it from outside::
     RUN_DIR/instances/*.vrp      generated instances (VRPLIB/TSPLIB files), when generated
     RUN_DIR/gap_vs_time.png      mean gap per solver against the time limit
 
-Runs are resumable: rows already in ``results.csv`` are not solved again. With ``workers`` > 1
+Runs are resumable: rows already in ``results.csv`` are not solved again, unless the checkpoint
+a row was solved with has changed since (each row keeps the checkpoint's content digest, so a
+network retrained or replaced under the same name or path is noticed and its rows re-run). With ``workers`` > 1
 the jobs run in parallel on an :mod:`nco.executor` (``"process"``: local worker processes of one
 thread each, so ``workers`` is the number of cores used; ``"ray"``: Ray tasks, on the cluster of
 ``RAY_ADDRESS`` or a local instance); the rows are the same with every executor.
@@ -43,6 +45,7 @@ from typing import Any
 import nco.envs as E
 from nco.api import cached_solver  # also registers "neural" and "hybrid" in spawned workers
 from nco.baselines import Solver, SolverError, available_solvers
+from nco.checkpoints import checkpoint_digest
 from nco.envs.io import atomic_write, is_instance_file
 from nco.references import gap_pct, reference_from_sol
 from nco.solvers import NeuralSolver
@@ -90,6 +93,7 @@ RESULT_COLUMNS = [
     "instance_file",
     "error",
     "model",
+    "model_digest",
     "note",
 ]
 
@@ -401,6 +405,7 @@ def solve_file(
         "instance_file": str(instance_file),
         "error": "",
         "model": "",
+        "model_digest": "",
         "note": "",
     }
     name, extra = solver_spec(solver)
@@ -433,6 +438,8 @@ def solve_file(
         note=str(sol.metadata.get("summary", "")),
         model=str(sol.metadata.get("model") or ""),
     )
+    if row["model"] and Path(row["model"]).is_file():
+        row["model_digest"] = checkpoint_digest(row["model"])
     if out_file is not None:
         sol.write(out_file)
         row["solution_file"] = str(out_file)
@@ -510,6 +517,17 @@ def _row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
         _row_label(row),
         str(row["seed"]),
     )
+
+
+def _model_changed(row: dict[str, Any]) -> bool:
+    """Whether the checkpoint a row was solved with is no longer the file it was: retrained or
+    replaced under the same path (digest differs) or gone. Rows without a recorded digest (no
+    model, or written before digests were kept) are taken as they are."""
+    model, digest = row.get("model") or "", row.get("model_digest") or ""
+    if not model or not digest:
+        return False
+    p = Path(model)
+    return not p.is_file() or checkpoint_digest(p) != digest
 
 
 def _row_label(row: dict[str, Any]) -> str:
@@ -688,6 +706,15 @@ def run_benchmark(
     existing = read_results(results_csv)
     if existing and list(existing[0]) != RESULT_COLUMNS:
         _write_results(results_csv, existing)  # an older column set: rows are appended below
+    stale = [r for r in existing if _model_changed(r)]
+    if stale:
+        names_changed = sorted({r["model"] for r in stale})
+        say(
+            f"re-running {len(stale)} row(s) of {results_csv}: checkpoint(s) changed since they "
+            f"ran ({', '.join(names_changed)})"
+        )
+        existing = [r for r in existing if not _model_changed(r)]
+        _write_results(results_csv, existing)
     done = {_row_key(r) for r in existing}
     todo = [j for j in jobs if j.key not in done]
     if len(todo) < len(jobs):

@@ -21,6 +21,7 @@ cached) and loading the policy (:func:`load_model`, :func:`load_model_cached`).
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ __all__ = [
     "CHECKPOINT_SUFFIXES",
     "EXPORT_FORMAT",
     "ModelNotFoundError",
+    "checkpoint_digest",
     "checkpoint_info",
     "export_model",
     "load_model",
@@ -225,6 +227,26 @@ def _policy_state(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 _INFO_CACHE: dict[tuple[str, int], dict[str, Any]] = {}
+_DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """A short content digest of a checkpoint file (the first 16 hex digits of its SHA-256),
+    cached per file, size and modification time.
+
+    Records made with a checkpoint keep it, so that a file retrained or replaced under the same
+    name is noticed (``nco benchmark`` re-runs such rows on resume).
+    """
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _DIGEST_CACHE:
+        h = hashlib.sha256()
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGEST_CACHE[key] = h.hexdigest()[:16]
+    return _DIGEST_CACHE[key]
 
 
 def read_info(path_or_name: str | Path) -> dict[str, Any]:

@@ -96,7 +96,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "--distribution",
         default="uniform",
         help="uniform, clustered or mixed; cvrp also uchoa (X-like, Uchoa et al. 2017), cvrptw "
-        "also solomon (the six Solomon classes)",
+        "also solomon (the six Solomon classes), mtvrp also vrpb (X-like VRPB, Queiroga et al. "
+        "2020) and mdvrptw (multi-depot VRPTW with a duration limit, Cordeau/Vidal-like)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=_run_generate)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 import numpy as np
 
@@ -197,21 +197,14 @@ def _split_tour(
 
 def _refine_refusal(instance: Instance) -> str | None:
     """Why :func:`refine_routes` cannot refine ``instance`` (the constraints its local search
-    does not model, named), or None when it can."""
-    missing = []
-    if instance.num_depots > 1:
-        missing.append("several depots (MD)")
-    if instance.open_routes:
-        missing.append("open routes (O)")
-    if instance.backhaul is not None:
-        missing.append("mixed backhauls (MB)" if instance.mixed_backhaul else "backhauls (B)")
-    if instance.max_distance is not None:
-        missing.append("distance limits (L)")
-    if instance.max_duration is not None:
-        missing.append("duration limits (L)")
-    if not missing:
-        return None
-    return "local search does not model " + ", ".join(missing)
+    does not model, named), or None when it can.
+
+    None for every instance today: the local search models capacity, time windows, backhauls
+    (strict and mixed), open routes, distance and duration limits and several depots (each
+    route keeping its own), and adds routes only as spare vehicles the fleet allows, so the
+    vehicle counts hold too. Kept as the one place to name a constraint it would not model."""
+    del instance
+    return None
 
 
 #: Improving moves per local-search call when refining against a deadline (the kernel cannot
@@ -222,22 +215,90 @@ LS_SLICE = 128
 #: Share of a time limit the construction may use when the solution is refined afterwards.
 REFINE_SPLIT = 0.75
 
+#: Share of a time limit kept (without ``refine``) for the fleet repair of a constructed plan
+#: that uses more routes than the fleet, on instances with a fleet (``num_vehicles``,
+#: ``vehicle_depots``); the repair of a 1000-customer plan takes a fraction of a second.
+REPAIR_SHARE = 0.15
+
+
+@overload
+def refine_routes(
+    instance: Instance,
+    routes: Sequence[Sequence[int]],
+    *,
+    deadline: float | None = None,
+    depots: None = None,
+    report: dict[str, Any] | None = None,
+    fleet_only: bool = False,
+) -> list[list[int]]: ...
+
+
+@overload
+def refine_routes(
+    instance: Instance,
+    routes: Sequence[Sequence[int]],
+    *,
+    deadline: float | None = None,
+    depots: Sequence[int],
+    report: dict[str, Any] | None = None,
+    fleet_only: bool = False,
+) -> tuple[list[list[int]], list[int]]: ...
+
 
 def refine_routes(
-    instance: Instance, routes: Sequence[Sequence[int]], *, deadline: float | None = None
-) -> list[list[int]]:
+    instance: Instance,
+    routes: Sequence[Sequence[int]],
+    *,
+    deadline: float | None = None,
+    depots: Sequence[int] | None = None,
+    report: dict[str, Any] | None = None,
+    fleet_only: bool = False,
+) -> list[list[int]] | tuple[list[list[int]], list[int]]:
     """Granular local search (relocate, swap, 2-opt, 2-opt*) on routes in instance units.
 
-    Capacity and time windows are respected by the kernel; the result's cost is never higher
-    (callers still compare with the instance's checker and cost, see :class:`NeuralSolver`).
-    With a ``deadline`` (a ``time.perf_counter()`` value) the search runs in slices of
+    Every constraint of the instance is respected by the kernel, with the checker's semantics
+    (:mod:`nco.kernels.local_search`): capacity, time windows, backhauls (linehauls first, or
+    mixed with the load on board checked along the route), open routes (no return leg paid,
+    timed or limited), distance and duration limits. The result's cost is never higher (callers
+    still compare with the instance's checker and cost, see :class:`NeuralSolver`). With a
+    ``deadline`` (a ``time.perf_counter()`` value) the search runs in slices of
     :data:`LS_SLICE` moves and stops after the slice that passes it.
 
-    Raises ``ValueError`` naming the constraints for variant instances whose constraints the
-    kernel does not model (several depots, open routes, backhauls, distance or duration
-    limits): a search that ignored them could return plans that break them.
+    Without ``depots`` (single-depot instances) the result is the refined routes; routes are
+    never added, so the vehicle count holds.
+
+    With ``depots`` (``depots[k]`` is route k's depot; multi-depot instances must give it,
+    ``ValueError`` otherwise) the result is ``(routes, depots)``, the non-empty refined routes
+    and each one's depot, for ``Solution.from_routes(instance, routes, depots=depots)``. All
+    depots are searched together (:func:`~nco.kernels.local_search.local_search_mdvrp`): a
+    route keeps its depot, whose time window and distances apply to it, and customers move
+    between the routes of different depots too. With several depots each depot is also offered
+    one empty route, a spare vehicle, where the fleet allows one more route there
+    (``num_vehicles`` in all, ``vehicle_depots`` per depot), so that customers can move to a
+    depot that has no route or whose routes are full; under a deadline the spares are offered
+    again after each slice.
+
+    Fleet: when the plan uses more routes than the instance's fleet allows (``num_vehicles`` in
+    all, ``vehicle_depots`` per depot), the fleet repair runs first, under the same deadline
+    (:func:`~nco.kernels.local_search.repair_fleet`: routes are emptied into the others,
+    customers at their cheapest feasible positions, routes of an over-full depot also moved
+    to a depot with a vehicle to spare); when the plan still breaks the fleet after the search,
+    the repair is tried again on the searched plan (whose moves may have made room) and the
+    search rerun, up to :data:`FLEET_ROUNDS` repairs while they remove routes. A ``report``
+    dict, when given, receives what the repair did (:func:`_repair_fleet`); it stays empty
+    when the plan fits the fleet.
+
+    With ``fleet_only`` only the fleet is repaired: a plan that fits it comes back unchanged,
+    and the search runs only between repairs, when a repair alone leaves the fleet broken (its
+    moves, which empty routes as they go, make room for the next repair; ``report["searched"]``
+    then says so).
     """
-    from nco.kernels.local_search import local_search_tsp, local_search_vrp, neighbour_lists
+    from nco.kernels.local_search import (
+        local_search_mdvrp,
+        local_search_tsp,
+        local_search_vrp,
+        neighbour_lists,
+    )
 
     refusal = _refine_refusal(instance)
     if refusal is not None:
@@ -246,6 +307,8 @@ def refine_routes(
     nb = neighbour_lists(instance.distance, min(20, max(1, instance.num_nodes - 1)))
     moves = 10_000 if deadline is None else LS_SLICE
     if not instance.has_depot:
+        if depots is not None:
+            raise ValueError(f"refine: {instance.name!r} is a TSP instance; it has no depots")
         start = np.asarray([v for r in routes for v in r], dtype=np.int64)
         out = _search_until(
             lambda t: local_search_tsp(t, instance.distance, neighbours=nb, max_iterations=moves),
@@ -253,39 +316,216 @@ def refine_routes(
             deadline,
         )
         return problem.tours_to_routes(out.tolist())
-    flat = [0]
-    for r in routes:
-        if len(r):
-            flat.extend(int(v) for v in r)
-            flat.append(0)
     assert instance.demand is not None and instance.capacity is not None
-    demand, capacity = instance.demand, float(instance.capacity)
-    out = _search_until(
-        lambda f: local_search_vrp(
-            f,
-            instance.distance,
-            demand,
-            capacity,
-            instance.time_windows,
-            instance.service_time,
-            neighbours=nb,
-            max_iterations=moves,
-        ),
-        np.asarray(flat, dtype=np.int64),
-        deadline,
+    args = (
+        instance.distance,
+        instance.demand,
+        float(instance.capacity),
+        instance.time_windows,
+        instance.service_time,
     )
-    return problem.tours_to_routes(out.tolist())
+    variant: dict[str, Any] = {
+        "backhaul": instance.backhaul,
+        "mixed_backhaul": instance.mixed_backhaul,
+        "open_routes": instance.open_routes,
+        "max_distance": instance.max_distance,
+        "max_duration": instance.max_duration,
+        "neighbours": nb,
+        "max_iterations": moves,
+    }
+    if depots is None:
+        if instance.num_depots > 1:
+            raise ValueError(
+                f"refine: {instance.name!r} has {instance.num_depots} depots; "
+                "pass each route's depot (depots=)"
+            )
+
+        def improve(plan: _Plan) -> _Plan:
+            flat = [0]
+            for r in plan[0]:
+                flat.extend(int(v) for v in r)
+                flat.append(0)
+            out = _search_until(
+                lambda f: local_search_vrp(f, *args, **variant),
+                np.asarray(flat, dtype=np.int64),
+                deadline,
+            )
+            return problem.tours_to_routes(out.tolist()), None
+
+        given: _Plan = ([[int(v) for v in r] for r in routes if len(r)], None)
+        return _repair_and_search(instance, given, improve, deadline, report, fleet_only)[0]
+    if len(depots) != len(routes):
+        raise ValueError(f"refine: {len(depots)} depots given for {len(routes)} routes")
+    nd = instance.num_depots
+    per_depot = instance.vehicles_per_depot
+
+    def search(plan: tuple[list[list[int]], list[int]]) -> tuple[list[list[int]], list[int]]:
+        cur, deps = [list(r) for r in plan[0]], list(plan[1])
+        if nd > 1:  # one spare vehicle per depot where the fleet allows one more route
+            used = np.bincount(np.asarray(deps, dtype=np.int64), minlength=nd)
+            for d in range(nd):
+                if instance.num_vehicles is not None and len(cur) >= instance.num_vehicles:
+                    break
+                if per_depot is None or used[d] < per_depot[d]:
+                    cur.append([])
+                    deps.append(d)
+        out = local_search_mdvrp(cur, deps, *args, num_depots=nd, **variant)
+        keep = [k for k, r in enumerate(out) if r]
+        return [out[k] for k in keep], [deps[k] for k in keep]
+
+    def improve_md(plan: _Plan) -> _Plan:
+        assert plan[1] is not None
+        return _search_until(search, (plan[0], plan[1]), deadline, same=lambda a, b: a == b)
+
+    plan: _Plan = (
+        [[int(v) for v in r] for r in routes if len(r)],
+        [int(d) for d, r in zip(depots, routes) if len(r)],
+    )
+    refined, deps = _repair_and_search(instance, plan, improve_md, deadline, report, fleet_only)
+    assert deps is not None
+    return refined, deps
+
+
+#: Most fleet repairs in one :func:`refine_routes` call (the first before the search, each
+#: further one after a search that left the fleet broken, while a repair removes routes).
+FLEET_ROUNDS = 3
+
+
+def _fleet_limited(instance: Instance) -> bool:
+    """Whether the instance limits its routes (``num_vehicles``, ``vehicle_depots``)."""
+    return instance.has_depot and (
+        instance.num_vehicles is not None or instance.vehicle_depots is not None
+    )
+
+
+def _fleet_excess(instance: Instance, routes: Sequence[Sequence[int]], depots: Any) -> int:
+    """Routes over the fleet: the non-empty routes beyond ``num_vehicles``, plus, at each depot,
+    those beyond the vehicles based there (0: the plan fits the fleet; ``depots`` None: every
+    route from depot 0)."""
+    deps = [int(d) for d, r in zip(depots or [0] * len(routes), routes) if len(r)]
+    over = 0 if instance.num_vehicles is None else max(0, len(deps) - instance.num_vehicles)
+    per_depot = instance.vehicles_per_depot
+    if per_depot is not None:
+        used = np.bincount(np.asarray(deps, dtype=np.int64), minlength=instance.num_depots)
+        over += int(np.maximum(used - per_depot, 0).sum())
+    return over
+
+
+def _fleet_key(sol: Solution) -> tuple[bool, int, float]:
+    """:func:`_key` with the routes over the fleet between feasibility and cost: of two
+    infeasible plans, the one nearer to fitting the fleet first."""
+    feasible_first, cost = _key(sol)
+    return feasible_first, _fleet_excess(sol.instance, sol.routes, sol.route_depots), cost
+
+
+def _repair_fleet(
+    instance: Instance, plan: _Plan, deadline: float | None, report: dict[str, Any] | None = None
+) -> _Plan:
+    """The fleet repair (:func:`~nco.kernels.local_search.repair_fleet`) of a plan (routes,
+    depots or None for one depot) in instance units, under ``deadline``. ``report`` (when
+    given) is updated: ``routes_before`` (kept from a first call) and ``routes_after``,
+    ``excess_before`` / ``excess_after`` (:func:`_fleet_excess`), ``fleet`` (``num_vehicles``),
+    ``vehicles_per_depot``, ``repairs`` (calls) and ``seconds`` (summed)."""
+    from nco.kernels.local_search import repair_fleet
+
+    assert instance.demand is not None and instance.capacity is not None
+    t = time.perf_counter()
+    routes, deps = plan
+    per_depot = instance.vehicles_per_depot
+    out, out_deps = repair_fleet(
+        [list(r) for r in routes],
+        [0] * len(routes) if deps is None else list(deps),
+        instance.distance,
+        instance.demand,
+        float(instance.capacity),
+        instance.time_windows,
+        instance.service_time,
+        num_depots=instance.num_depots,
+        num_vehicles=instance.num_vehicles,
+        vehicles_per_depot=per_depot,
+        backhaul=instance.backhaul,
+        mixed_backhaul=instance.mixed_backhaul,
+        open_routes=instance.open_routes,
+        max_distance=instance.max_distance,
+        max_duration=instance.max_duration,
+        deadline=deadline,
+    )
+    repaired: _Plan = (out, None if deps is None else out_deps)
+    if report is not None:
+        report.setdefault("routes_before", len(routes))
+        report.setdefault("excess_before", _fleet_excess(instance, routes, deps))
+        report["routes_after"] = len(out)
+        report["excess_after"] = _fleet_excess(instance, *repaired)
+        report["fleet"] = instance.num_vehicles
+        report["vehicles_per_depot"] = None if per_depot is None else per_depot.tolist()
+        report["repairs"] = report.get("repairs", 0) + 1
+        report["seconds"] = report.get("seconds", 0.0) + time.perf_counter() - t
+    return repaired
+
+
+def _repair_and_search(
+    instance: Instance,
+    plan: _Plan,
+    improve: Callable[[_Plan], _Plan],
+    deadline: float | None,
+    report: dict[str, Any] | None,
+    fleet_only: bool = False,
+) -> _Plan:
+    """``improve`` (the local search) with the fleet repair before it when the plan breaks the
+    fleet, and again after it while the fleet is still broken; with ``fleet_only`` the search
+    runs only between repairs (see :func:`refine_routes`)."""
+    if not _fleet_limited(instance) or _fleet_excess(instance, *plan) == 0:
+        return plan if fleet_only else improve(plan)
+    rep: dict[str, Any] = {} if report is None else report
+
+    def late() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
+
+    def repair(plan: _Plan) -> _Plan:
+        # at most half the time left: its last attempts, which mostly fail, are slow, and the
+        # search empties routes faster
+        half = None if deadline is None else (time.perf_counter() + deadline) / 2
+        return _repair_fleet(instance, plan, half, rep)
+
+    plan = repair(plan)
+    if not fleet_only:
+        plan = improve(plan)
+    for _ in range(FLEET_ROUNDS - 1):
+        excess = _fleet_excess(instance, *plan)
+        if excess == 0 or late():
+            break
+        if fleet_only:  # make room, then repair again
+            plan = improve(plan)
+            rep["searched"] = True
+            if _fleet_excess(instance, *plan) == 0 or late():
+                break
+            before = _fleet_excess(instance, *plan)
+            plan = repair(plan)
+            if _fleet_excess(instance, *plan) >= before and before >= excess:
+                break  # neither the search nor the repair removed a route
+            continue
+        repaired = repair(plan)
+        if _fleet_excess(instance, *repaired) >= excess:
+            break
+        plan = improve(repaired)
+    # what the search kept: it never adds routes, but it may empty some
+    rep["routes_after"] = len(plan[0])
+    rep["excess_after"] = _fleet_excess(instance, *plan)
+    return plan
 
 
 def _search_until(
-    search: Callable[[np.ndarray], np.ndarray], start: np.ndarray, deadline: float | None
-) -> np.ndarray:
-    """Apply ``search`` once (no deadline) or repeatedly until it changes nothing or the
-    deadline has passed."""
+    search: Callable[[Any], Any],
+    start: Any,
+    deadline: float | None,
+    same: Callable[[Any, Any], bool] = np.array_equal,
+) -> Any:
+    """Apply ``search`` once (no deadline) or repeatedly until it changes nothing (``same``
+    as its input) or the deadline has passed."""
     cur = start
     while True:
         out = search(cur)
-        if deadline is None or np.array_equal(out, cur) or time.perf_counter() > deadline:
+        if deadline is None or same(out, cur) or time.perf_counter() > deadline:
             return out
         cur = out
 
@@ -330,18 +570,20 @@ class NeuralSolver:
     instances (:class:`ModelMismatchError`). A variant with an attribute none of the
     checkpoint's training variants had (for ``mtvrp50``: mixed backhauls, several depots) is
     solved zero-shot with a warning. An instance with an attribute the network
-    cannot represent (a duration limit with time windows or service times,
+    cannot represent (a duration limit with service times but no time windows,
     ``VEHICLES_MAX_DURATION``) is refused with an :class:`~nco.baselines.UnsupportedProblemError`
-    naming it (:meth:`refusal` says so without solving). The vehicle counts of a file (also
-    per depot) are not modelled by the network: plans that fit them are preferred, and the
-    checker has the last word.
+    naming it (:meth:`refusal` says so without solving). The vehicle counts of a file (in all
+    and per depot) limit the routes the decoder may start (where the fleet can still be met);
+    a plan that still breaks them goes through the fleet repair
+    (``metadata["fleet_repair"]``, see :func:`refine_routes`), and the checker has the last
+    word.
 
-    ``refine=True`` on a variant whose constraints the local search does not model (several
-    depots, open routes, backhauls, distance or duration limits) skips the refinement and
-    returns the constructed plan with ``metadata["refine_skipped"]`` naming the constraints,
-    e.g. ``"local search does not model backhauls (B)"`` (the construction then has the whole
-    time limit); it does not raise, so the hybrid still runs. Refined plans are re-checked and kept only when no worse (feasibility first,
-    then cost) than the constructed one.
+    ``refine=True`` refines every variant: the local search models all their constraints
+    (backhauls, mixed backhauls, open routes, distance and duration limits, time windows) and
+    searches a multi-depot plan across its depots, each route keeping its depot (see
+    :func:`refine_routes`). ``metadata["refine_skipped"]`` says why a refinement was skipped
+    (the construction used the whole time limit). Refined plans are re-checked and kept only
+    when no worse (feasibility first, then cost) than the constructed one.
 
     Raises
     ------
@@ -699,6 +941,8 @@ class NeuralSolver:
         deadline = None
         if limited:
             frac = REFINE_SPLIT if refining else 1.0 - FINISH_RESERVE
+            if not refining and any(_fleet_limited(i) for i in insts):
+                frac -= REPAIR_SHARE  # time for the fleet repair of a plan that breaks it
             deadline = t0 + time_limit * frac
         decode_meta: list[dict[str, Any]] = [{} for _ in insts]
         for idx in groups.values():
@@ -758,6 +1002,7 @@ class NeuralSolver:
             ]
             sol = built[0]
             meta["construction_cost"] = sol.cost
+            meta["construction_routes"] = len(sol.routes)
             if self.refine:
                 ls_end = None
                 if limited:
@@ -767,9 +1012,12 @@ class NeuralSolver:
                     meta["refine_skipped"] = refusal
                 elif ls_end is not None and time.perf_counter() >= ls_end:
                     meta["refine_skipped"] = f"time limit {time_limit:g} s used by construction"
+                    if _fleet_excess(inst, sol.routes, sol.route_depots):
+                        meta["fleet_repair"] = {"skipped": meta["refine_skipped"]}
                 else:
                     refined_costs = []
                     best_refined: Solution | None = None
+                    best_report: dict[str, Any] = {}
                     for c, cand in enumerate(built):
                         end = None
                         if ls_end is not None:
@@ -777,19 +1025,68 @@ class NeuralSolver:
                             if left <= 0:
                                 break
                             end = time.perf_counter() + left / (len(built) - c)
-                        r = Solution.from_routes(
-                            inst, refine_routes(inst, cand.routes, deadline=end), solver=self.name
-                        )
+                        deps: list[int] | None = None
+                        report: dict[str, Any] = {}  # the fleet repair's, if it runs
+                        extra: dict[str, Any] = {}
+                        if _fleet_excess(inst, cand.routes, cand.route_depots):
+                            extra["report"] = report
+                        if cand.route_depots is None:
+                            refined = refine_routes(inst, cand.routes, deadline=end, **extra)
+                        else:  # several depots: each refined route comes with its depot
+                            refined, deps = refine_routes(
+                                inst, cand.routes, deadline=end, depots=cand.route_depots, **extra
+                            )
+                        r = Solution.from_routes(inst, refined, depots=deps, solver=self.name)
                         refined_costs.append(r.cost)
-                        if best_refined is None or _key(r) < _key(best_refined):
-                            best_refined = r
+                        if best_refined is None or _fleet_key(r) < _fleet_key(best_refined):
+                            best_refined, best_report = r, report
                     if best_refined is not None:
                         meta["refined_cost"] = best_refined.cost
                         meta["polished"] = len(refined_costs)
-                        # never worse: feasibility first, then cost in instance units
-                        meta["refine_kept"] = _key(best_refined) <= _key(sol)
+                        # never worse: feasibility first, then the routes over the fleet,
+                        # then cost in instance units
+                        meta["refine_kept"] = _fleet_key(best_refined) <= _fleet_key(sol)
+                        if best_report:
+                            best_report["kept"] = meta["refine_kept"]
+                            best_report["feasible"] = best_refined.feasible
+                            meta["fleet_repair"] = best_report
                         if meta["refine_kept"]:
                             sol = best_refined
+            elif sol.violations and all(v.kind == "vehicles" for v in sol.violations):
+                # only the fleet is broken: repair it (the search only between repairs)
+                end = t0 + time_limit * (1.0 - FINISH_RESERVE) if limited else None
+                if end is not None and time.perf_counter() >= end:
+                    meta["fleet_repair"] = {
+                        "skipped": f"time limit {time_limit:g} s used by construction"
+                    }
+                else:
+                    report = {}
+                    if sol.route_depots is None:
+                        fleet_plan: _Plan = (
+                            refine_routes(
+                                inst, sol.routes, deadline=end, report=report, fleet_only=True
+                            ),
+                            None,
+                        )
+                    else:
+                        fleet_plan = refine_routes(
+                            inst,
+                            sol.routes,
+                            deadline=end,
+                            depots=sol.route_depots,
+                            report=report,
+                            fleet_only=True,
+                        )
+                    fixed = Solution.from_routes(
+                        inst, fleet_plan[0], depots=fleet_plan[1], solver=self.name
+                    )
+                    # never worse: feasibility, the routes over the fleet, then cost
+                    report["kept"] = _fleet_key(fixed) <= _fleet_key(sol)
+                    report["feasible"] = fixed.feasible
+                    report["cost_before"], report["cost_after"] = sol.cost, fixed.cost
+                    meta["fleet_repair"] = report
+                    if report["kept"]:
+                        sol = fixed
             meta["returned_initial"] = False
             if inits[k]:
                 deps_k = init_deps[k]
@@ -1137,8 +1434,9 @@ class HybridSolver:
 
     Variant instances (``"mtvrp"``) warm-start the backend with the network's routes and, for
     several depots, their depots (``initial_depots``). An instance the network cannot represent
-    (:meth:`NeuralSolver.refusal`, e.g. a duration limit with time windows) is solved by the
-    backend alone with the whole budget, ``metadata["neural_skipped"]`` saying why.
+    (:meth:`NeuralSolver.refusal`, e.g. a duration limit with service times but no windows) is
+    solved by the backend alone with the whole budget, ``metadata["neural_skipped"]`` saying
+    why.
 
     The network runs on ``threads`` torch threads (default 1, as the backends): a multi-threaded
     torch process that shares its cores with other busy processes slows down many times, which

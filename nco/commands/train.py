@@ -46,7 +46,8 @@ _OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "distribution",
         str,
         "instance distribution: uniform, clustered, mixed; cvrp also uchoa (X-like), cvrptw also "
-        "solomon (the six Solomon classes)",
+        "solomon (the six Solomon classes), mtvrp also vrpb (X-like VRPB) and mdvrptw "
+        "(Cordeau/Vidal-like multi-depot VRPTW)",
     ),
     ("--preset", "preset", str, "policy preset: am, pomo, pomo-moe, rf-transformer, pomo-dist"),
     ("--moe-router", "moe_router", str, "MoE router: topk, loss_free, expert_choice, hierarchical"),
@@ -241,7 +242,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 #: repeated here so that building the parser imports neither torch nor lightning; a test keeps
 #: them equal to the library's.
 _PROBLEMS = ("cvrp", "cvrptw", "mtvrp", "tsp")
-_DISTRIBUTIONS = ("uniform", "clustered", "mixed", "uchoa", "solomon")  # the union of every problem's
+_DISTRIBUTIONS = ("uniform", "clustered", "mixed", "uchoa", "solomon", "vrpb", "mdvrptw")  # every problem's
 _PRESETS = ("am", "pomo", "pomo-moe", "rf-transformer", "pomo-dist")
 
 

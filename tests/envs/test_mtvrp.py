@@ -570,3 +570,149 @@ def test_untrained_pomo_decodes_all_48_variants_feasibly():
     violations = P.check(rows, flat)
     assert all(not v for v in violations), next(v for v in violations if v)[:3]
     torch.testing.assert_close(-out.reward.reshape(-1), P.cost(rows, flat))
+
+
+# ----------------------------------------------------------------------------- duration limits
+def _duration_instances(n: int, b: int, seed: int, open_route: bool = False) -> TensorDict:
+    """RouteFinder windows (much waiting) with a duration limit that binds: between the
+    longest customer alone (2 d0 + service) and 1.6 times it."""
+    base = MTVRPGenerator(n, variants=("VRPTW",))(b, seed=seed)
+    cap = base["capacity"][:, None].float()
+    d0 = (base["locs"][:, 1:] - base["locs"][:, :1]).norm(dim=-1)
+    alone = (2 * d0 + base["service_time"][:, 1:]).max(1).values
+    g = torch.Generator().manual_seed(seed)
+    limit = alone * (1.0 + 0.6 * torch.rand(b, generator=g)) + 1e-4
+    return make_instances(
+        base["locs"],
+        base["demand_linehaul"] * cap,
+        capacity=base["capacity"],
+        time_windows=base["time_windows"],
+        service_time=base["service_time"],
+        max_duration=limit,
+        open_route=open_route,
+    )
+
+
+@pytest.mark.parametrize("open_route", [False, True])
+def test_duration_mask_is_the_checkers_least_duration(open_route):
+    """Along random rollouts, a customer the other constraints allow is allowed exactly when
+    the checker's route_duration of the route extended by it (and closed, unless open) is
+    within the limit; the state's least duration so far is route_duration of the route."""
+    n, b = 10, 24
+    td = _duration_instances(n, b, seed=3, open_route=open_route)
+    free = td.exclude("duration_limit")
+    env = E.make("mtvrp", num_loc=n)
+    state = env.reset(td.clone())
+    g = torch.Generator().manual_seed(0)
+    lim = td["duration_limit"].double().numpy()
+    routes: list[list[int]] = [[] for _ in range(b)]
+    checked = refused = 0
+    while not state["done"].all():
+        relaxed = mtvrp.mtvrp_mask(
+            free,
+            state["used_capacity_linehaul"],
+            state["used_capacity_backhaul"],
+            state["visited"],
+            state["current_node"],
+            state["current_time"],
+            state["current_route_length"],
+            state["peak_load"],
+            state["route_depot"],
+            state["depot_switched"],
+        )
+        mask = state["action_mask"]
+        assert not (mask & ~relaxed).any()
+        for i in range(b):
+            dist, tw = E.common.numpy_distance(td, i), td["time_windows"][i].double().numpy()
+            st = td["service_time"][i].double().numpy()
+            if routes[i]:
+                so_far = mtvrp.route_duration(dist, tw, st, 0, routes[i], True)
+                opening = float(state["time_windows"][i, 0, 0])
+                shift = min(float(state["route_wait"][i]), float(state["route_slack"][i]))
+                least = float(state["current_time"][i]) - opening - max(shift, 0.0)
+                assert least == pytest.approx(so_far, abs=1e-5)
+            for j in range(1, n + 1):
+                if not relaxed[i, j]:
+                    continue
+                dur = mtvrp.route_duration(dist, tw, st, 0, [*routes[i], j], open_route)
+                if abs(dur - lim[i]) < 1e-4:
+                    continue  # float32 against float64 at the boundary
+                assert bool(mask[i, j]) == (dur <= lim[i]), (i, routes[i], j, dur, lim[i])
+                checked += 1
+                refused += int(not mask[i, j])
+        action = torch.multinomial(mask.float(), 1, generator=g).squeeze(-1)
+        for i, a in enumerate(action.tolist()):
+            routes[i] = [] if a == 0 else [*routes[i], a]
+        state["action"] = action
+        state = env._step(state)
+    assert checked > 500 and refused > 20  # the limit binds
+
+
+def test_rollouts_with_a_duration_limit_pass_the_instance_checker():
+    env = E.make("mtvrp", num_loc=10)
+    for open_route in (False, True):
+        td = _duration_instances(10, 16, seed=7, open_route=open_route)
+        actions, _ = random_rollout(env, td, seed=4)
+        assert all(not v for v in P.check(td, actions))
+        for i in range(td.batch_size[0]):
+            inst = P.to_instance(td[i : i + 1])
+            assert inst.max_duration is not None and inst.max_distance is None
+            sol = E.Solution.from_routes(inst, P.tours_to_routes(actions[i].tolist()))
+            assert sol.feasible, sol.violations[:3]
+    # the tensor checker measures durations too: one route with every customer is too long
+    tour = torch.arange(1, 11)[None]
+    assert "duration" in kinds(td[:1], tour.tolist()[0])
+
+
+def test_an_infinite_duration_limit_changes_nothing():
+    """The shipped checkpoints see the same masks and features on the variants they solve:
+    without a duration limit (absent, or +inf) nothing the policy reads changes."""
+    td = MTVRPGenerator(10, variants=mtvrp.ALL_VARIANT_NAMES)(64, seed=2)
+    inf = td.clone()
+    inf["duration_limit"] = torch.full((64,), float("inf"))
+    env = E.make("mtvrp", num_loc=10)
+    a, b = env.reset(td.clone()), env.reset(inf)
+    torch.testing.assert_close(P.node_features(a), P.node_features(b), rtol=0, atol=0)
+    g = torch.Generator().manual_seed(1)
+    while not a["done"].all():
+        assert torch.equal(a["action_mask"], b["action_mask"])
+        torch.testing.assert_close(P.state_features(a), P.state_features(b), rtol=0, atol=0)
+        act = torch.multinomial(a["action_mask"].float(), 1, generator=g).squeeze(-1)
+        a["action"], b["action"] = act, act.clone()
+        a, b = env._step(a), env._step(b)
+
+
+def test_the_network_sees_the_duration_limit():
+    """The L feature holds the duration limit; the remaining-route state feature is the tighter
+    of the length and duration budgets."""
+    td = MTVRPGenerator(12, distribution="mdvrptw", num_depots=4)(8, seed=0)
+    col = mtvrp.NODE_FEATURES.index("distance_limit")
+    feats = P.node_features(td)
+    torch.testing.assert_close(feats[:, 0, col], td["duration_limit"])
+    assert (feats[:, 4:, col] == 0).all()  # global features in the depot rows only
+    env = E.make("mtvrp", num_loc=12)
+    state = env.reset(td.clone())
+    assert (P.state_features(state)[:, 3] == 1).all()
+    customers = state["action_mask"] & ~mtvrp.is_depot_node(state)
+    assert customers.any(1).all()  # every customer can be served from depot 0
+    state["action"] = customers.float().argmax(1)
+    state = env._step(state)
+    remaining = P.state_features(state)[:, 3]
+    assert (remaining < 1).all()
+    by_length = 1 - state["current_route_length"] / td["distance_limit"]
+    assert (remaining <= by_length + 1e-6).all()
+
+
+def test_untrained_pomo_decodes_mdvrptw_like_instances_feasibly():
+    torch.manual_seed(0)
+    n = 10
+    td = MTVRPGenerator(n, distribution="mdvrptw", variants=mtvrp.ALL_VARIANT_NAMES, num_depots=3)(16, seed=1)
+    env = E.make("mtvrp", num_loc=n)
+    policy = build_policy("pomo", P).eval()
+    with torch.no_grad():
+        out = policy(td, env, DecodeConfig(strategy="multistart_greedy"))
+    b, m, t = out.actions.shape
+    rows = td[torch.arange(b).repeat_interleave(m)]
+    flat = out.actions.reshape(b * m, t)
+    violations = P.check(rows, flat)
+    assert all(not v for v in violations), next(v for v in violations if v)[:3]

@@ -29,6 +29,7 @@ from nco.envs import (
 )
 from nco.envs.mtvrp import ALL_VARIANT_NAMES, MTVRPGenerator
 from tests.envs.helpers import random_rollout
+from tests.envs.test_variant_generators import greedy_rollout
 
 #: Each set's distance convention (see README "Variant files"): VRPB EUC_2D nint as the file
 #: says; Gehring-Homberger one-decimal truncation although the files state EUC_2D; MDVRPTW
@@ -429,9 +430,9 @@ def test_mtvrp_tensors_round_trip_every_variant():
 
 
 def test_env_rollouts_on_file_instances_pass_the_instance_checker(tmp_path):
-    for inst in (load(write(tmp_path, VRPB)), load(write(tmp_path, CVRP.replace("CVRP", "OVRP"), "o.vrp")), every_attribute()):
-        if inst.max_duration is not None:
-            inst = dataclasses.replace(inst, max_duration=None, vehicle_depots=None, num_vehicles=None)
+    for inst in (load(write(tmp_path, VRPB)), load(write(tmp_path, CVRP.replace("CVRP", "OVRP"), "o.vrp")), every_attribute(), load(write(tmp_path, MD, "md.vrp"))):
+        # the env's fleet is unlimited (the checker alone counts vehicles); durations are kept
+        inst = dataclasses.replace(inst, vehicle_depots=None, num_vehicles=None)
         td = P.from_instance(inst)
         env = P.make_env(num_loc=inst.num_nodes - 1)
         actions, reward = random_rollout(env, td.expand(4).clone(), seed=1)
@@ -443,15 +444,78 @@ def test_env_rollouts_on_file_instances_pass_the_instance_checker(tmp_path):
                 assert sol.cost == pytest.approx(-r * float(td["scale"]), rel=1e-4)
 
 
-def test_duration_with_windows_has_no_tensor_form(shared_data, tmp_path):
+def test_duration_with_windows_becomes_a_duration_limit(tmp_path):
     inst = load(write(tmp_path, MD))
+    td = P.from_instance(inst)
+    scale = float(td["scale"])
+    assert mtvrp.variant_names(td) == ["MDVRPLTW"]
+    # the network's L feature reads the duration limit (a length limit it implies)
+    assert float(td["duration_limit"]) * scale == pytest.approx(20) and float(td["distance_limit"]) * scale == pytest.approx(20)
+    col = mtvrp.NODE_FEATURES.index("distance_limit")
+    assert float(P.node_features(td)[0, 0, col]) == pytest.approx(20 / scale)
+    back = P.to_instance(td)
+    assert back.max_duration == pytest.approx(20) and back.max_distance is None
+    # The BKS route [2, 3] lasts 17 when it leaves at 10 (PyVRP's duration; leaving at the
+    # opening it would wait 10, 27): the env's mask is exact, so it allows the whole BKS plan.
+    env = P.make_env(num_loc=inst.num_customers)
+    state = env.reset(td.clone())
+    for a in (2, 3, 0, 1, 4, 5, 1):
+        assert bool(state["action_mask"][0, a]), a
+        state["action"] = torch.tensor([a])
+        state = env._step(state)
+    assert state["done"].all()
+    # with a limit of 16 (still above every customer alone) 3 after 2 is refused: 17 > 16
+    tight = P.from_instance(load(write(tmp_path, MD.replace("VEHICLES_MAX_DURATION : 20", "VEHICLES_MAX_DURATION : 16"), "t.vrp")))
+    state = env.reset(tight.clone())
+    state["action"] = torch.tensor([2])
+    state = env._step(state)
+    assert not bool(state["action_mask"][0, 3]) and bool(state["action_mask"][0, 0])
+    # a duration limit with service times but no windows has no tensor form (TW off means no
+    # service times in the tensors)
+    nowin = Instance.from_arrays(
+        coords=np.array([[0, 0], [3, 4], [0, 5]]), demand=np.array([0, 1, 1]), capacity=5,
+        service_time=np.array([0, 2, 2]), max_duration=30, name="nowin",
+    )
     with pytest.raises(InstanceError) as info:
-        P.from_instance(inst)
+        P.from_instance(nowin)
     assert info.value.field == "VEHICLES_MAX_DURATION"
     # the CVRP and CVRPTW problems keep their own instances
     with pytest.raises(InstanceError, match="expected a cvrp instance"):
         E.get_problem("cvrp").from_instance(load(write(tmp_path, VRPB, "b.vrp")))
     assert P.from_instance(load(write(tmp_path, CVRP, "c.vrp")))["variant"].item() == 0
+
+
+def test_env_plans_on_the_shared_mdvrptw_files_pass_the_checker(shared_data):
+    """On PR11A the env's mask allows the BKS plan (it is exact), and random and greedy
+    rollouts give plans the instance checker accepts: no duration (nor any other) violation
+    but the fleet's, which the env leaves to the checker."""
+    path = shared_data / "mdvrptw" / "PR11A.vrp"
+    inst = load(path, edge_weight="EUC_2D", scale=1000)
+    td = P.from_instance(inst)
+    assert "duration_limit" in td.keys()
+    env = P.make_env(num_loc=inst.num_customers)
+    bks = load_solution(path.with_suffix(".sol"), inst)
+    state, here = env.reset(td.clone()), 0
+    assert bks.route_depots is not None
+    for route, dep in zip(bks.routes, bks.route_depots, strict=True):
+        for a in ([dep] if dep != here else []) + list(route) + [dep]:
+            assert bool(state["action_mask"][0, a]), (route, a)
+            state["action"] = torch.tensor([a])
+            state = env._step(state)
+        here = dep
+    assert state["done"].all()
+    free = dataclasses.replace(inst, num_vehicles=None, vehicle_depots=None)
+    random_acts, _ = random_rollout(env, td.expand(3).clone(), seed=2)
+    plans = [*random_acts.tolist(), greedy_rollout(env, td)[0].tolist()]
+    for row in plans:
+        routes, depots = P.tours_to_depot_routes(row, inst.num_depots)
+        sol = Solution.from_routes(inst, routes, depots=depots)
+        assert {v.kind for v in sol.violations} <= {"vehicles"}, sol.violations[:3]
+        assert Solution.from_routes(free, routes, depots=depots).feasible
+        limit = inst.max_duration
+        durations = [mtvrp.route_duration(inst.distance, inst.time_windows, inst.service_time, d, r, False) for r, d in zip(routes, depots)]
+        assert max(durations) <= limit * (1 + 1e-6)
+    assert max(durations) > 0.97 * limit  # the greedy plan runs into the limit
 
 
 def test_generated_variants_round_trip_through_files(tmp_path):

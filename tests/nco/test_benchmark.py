@@ -593,3 +593,50 @@ def test_a_time_independent_solver_runs_once_and_stands_for_every_budget_it_fits
     assert {n: r["cost"] for n, r in by10.items()} == {
         n: r["cost"] for (n, t), r in by.items() if t == "5"
     }
+
+
+def test_resume_reruns_rows_of_a_checkpoint_retrained_under_the_same_path(
+    tiny_models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Rows keep the checkpoint's digest: a file replaced under the same name is re-run on
+    resume, rows of other solvers and of unchanged checkpoints are kept."""
+    import shutil
+
+    import torch
+
+    pytest.importorskip("pyvrp")
+    model = tmp_path / "net.pt"
+    shutil.copy(tiny_models[1], model)
+    files = generate_instances("mtvrp", 6, 2, 5, tmp_path / "i", variants=("CVRP",))
+    run = tmp_path / "run"
+
+    def bench() -> list[str]:
+        log: list[str] = []
+        run_benchmark(
+            files, ["pyvrp", f"neural@{model}"], [0.3], run, reference="none", progress=log.append
+        )
+        return log
+
+    bench()
+    rows = read_results(run / "results.csv")
+    neural = [r for r in rows if r["model"]]
+    assert len(neural) == 2 and {r["model"] for r in neural} == {str(model.resolve())}
+    first_digest = neural[0]["model_digest"]
+    assert len(first_digest) == 16 and {r["model_digest"] for r in neural} == {first_digest}
+    assert not any(r["model_digest"] for r in rows if not r["model"])
+
+    log = bench()  # unchanged: nothing re-run
+    assert any("resuming: 4 of 4" in line for line in log)
+    assert not any(line.startswith("re-running") for line in log)
+
+    payload = torch.load(model, weights_only=False)  # "retrain": other weights, same path
+    name, weight = next(iter(payload["state_dict"].items()))
+    payload["state_dict"][name] = weight + 0.5
+    torch.save(payload, model)
+    log = bench()
+    assert any(line.startswith("re-running 2 row(s)") and str(model.resolve()) in line for line in log)
+    assert any("resuming: 2 of 4" in line for line in log)
+    rows = read_results(run / "results.csv")
+    assert len(rows) == 4
+    new = {r["model_digest"] for r in rows if r["model"]}
+    assert len(new) == 1 and new != {first_digest}
