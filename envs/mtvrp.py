@@ -1114,7 +1114,11 @@ def mtvrp_mask(
     # remaining customers need (their demand over the capacity, at least 1), counting the
     # vehicles of the depots that could serve one of them (and some depot could: otherwise
     # the fleet is not the cause): then every plan through this return exceeds the fleet.
-    short = serves.any(1) & (spare_vehicles(td, depot_routes, serves) < routes_needed(td, visited))
+    # only a row's own depots count: the other slots of a single-depot row (MD off) copy its
+    # depot, and it can never switch to them
+    mine = (idx < td["num_depots"][:, None]) & (td["has_multi_depot"][:, None] | (idx == 0))
+    own = serves & mine
+    short = own.any(1) & (spare_vehicles(td, depot_routes, own) < routes_needed(td, visited))
     ret_f = ret & ~(short & can_serve)[:, None]
     fleet_mask = cust_f | ret_f | switch_f | (stay & ~left[:, None])
     # a depot with customers left and no action under the fleet: the fleet cannot be met
@@ -1747,8 +1751,9 @@ def from_instance(instance: Instance, *, device: str | torch.device = "cpu") -> 
     longer than it lasts); with time windows a ``max_duration`` also becomes
     ``duration_limit``, which the env enforces conservatively (see :class:`MTVRPEnv`). A
     duration limit with service times but no windows is refused (InstanceError: TW off means
-    no service times in the tensors). The fleet (``num_vehicles``, ``vehicle_depots``) is left
-    to the checker.
+    no service times in the tensors). The fleet (``num_vehicles``, ``vehicle_depots``) becomes
+    ``max_vehicles`` and ``depot_vehicles`` (:func:`fleet_tensors`), which the env enforces
+    where the fleet can still be met; the checker has the last word.
     """
     inst = instance
     src = inst.source or inst.name
