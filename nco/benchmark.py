@@ -48,7 +48,7 @@ from nco.baselines import Solver, SolverError, available_solvers
 from nco.checkpoints import checkpoint_digest
 from nco.envs.io import atomic_write, is_instance_file
 from nco.references import gap_pct, reference_from_sol
-from nco.solvers import NeuralSolver
+from nco.solvers import NeuralSolver, fleet_limited
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -156,13 +156,19 @@ def time_label(time_limit: float | None, per_100: float | None) -> str:
     return FREE if time_limit is None else _fmt_num(time_limit)
 
 
-def time_independent(solver: Solver) -> bool:
+def time_independent(solver: Solver, instance: E.Instance | None = None) -> bool:
     """Whether a solver's plan does not depend on its time limit as long as the limit does not
     bind: the neural construction without the local search (a fixed decode plan, greedy or
-    seeded). Its run without a limit is then its result at every budget at least as long as
-    that run; a shorter budget binds (fewer starts or transforms) and is run with its limit.
-    The local search (``refine``) and the metaheuristics use whatever time they are given."""
-    return isinstance(solver, NeuralSolver) and not solver.refine
+    seeded), on an instance without a fleet limit (a plan over the fleet goes through the
+    fleet repair, which uses the time it is given; :func:`nco.solvers.fleet_limited`). Its run
+    without a limit is then its result at every budget at least as long as that run; a shorter
+    budget binds (fewer starts or transforms) and is run with its limit. The local search
+    (``refine``) and the metaheuristics use whatever time they are given."""
+    return (
+        isinstance(solver, NeuralSolver)
+        and not solver.refine
+        and (instance is None or not fleet_limited(instance))
+    )
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -720,10 +726,14 @@ def run_benchmark(
     if len(todo) < len(jobs):
         say(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} runs already in {results_csv}")
     # a time-independent solver's budgets wait for its one run without a limit (or reuse it)
-    free = {s for s in solvers if time_independent(solver_objs[s])}
+    by_name = {inst.name: inst for _, inst in instances}
+
+    def free(j: Job) -> bool:
+        return time_independent(solver_objs[j.solver], by_name[j.instance])
+
     waiting: dict[tuple[str, str, str], list[Job]] = defaultdict(list)
     for j in todo:
-        if j.solver in free:
+        if free(j):
             waiting[(j.instance, j.solver, str(j.seed))].append(j)
     free_rows: dict[tuple[str, str, str], dict[str, Any]] = {
         (r["instance"], r["solver"], str(r["seed"])): r
@@ -735,7 +745,7 @@ def run_benchmark(
         for key, group in waiting.items()
         if key not in free_rows
     ]
-    first = [j for j in todo if j.solver not in free] + free_jobs
+    first = [j for j in todo if not free(j)] + free_jobs
     count = [0, len(first)]
 
     def on_result(job: Job, row: dict[str, Any]) -> None:
@@ -1074,16 +1084,16 @@ def variant_tables(
         )
         lines = [
             f"variants at {budget} ({len(variant_of)} instances"
-            + (f", n={'/'.join(map(str, sizes))}" if sizes else "")
+            + (f", n={_sizes_text(sizes)}" if sizes else "")
             + f"): mean cost of {', '.join(refs) or '(no reference)'}; "
             "model columns: mean gap % to the best reference plan",
             head,
             "-" * len(head),
         ]
         for v in variants:
-            ns = sorted({str(n_of[i]) for i in instances[v]})
+            ns = sorted({int(n_of[i]) for i in instances[v] if str(n_of[i]).isdigit()})
             lines.append(
-                f"{v + ('*' if v in marked else ''):<13}{'/'.join(ns):>6}"
+                f"{v + ('*' if v in marked else ''):<13}{_sizes_text(ns):>6}"
                 + "".join(_fw(costs[s][v], 15, 4) for s in refs)
                 + "".join(_fw(gaps[m][v], 15, 2) for m in models)
                 + "   "
@@ -1121,6 +1131,13 @@ def variant_tables(
             )  # fmt: skip
         )
     return out
+
+
+def _sizes_text(sizes: Sequence[int]) -> str:
+    """Instance sizes for a table: ``50/100`` for up to three, ``523-1000`` for more."""
+    if len(sizes) > 3:
+        return f"{min(sizes)}-{max(sizes)}"
+    return "/".join(map(str, sizes))
 
 
 def trained_variants(model: str | Path) -> tuple[str, ...] | None:

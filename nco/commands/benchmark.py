@@ -204,13 +204,21 @@ def _labels(solvers: list[str], models: list[str]) -> tuple[list[str], dict[str,
     return labels, options
 
 
-def _trained(labels: list[str], options: dict[str, dict[str, Any]]) -> dict[str, tuple[str, ...]]:
-    """{label: the training variants of its checkpoint} for the labels with a known model."""
+def _trained(
+    labels: list[str], options: dict[str, dict[str, Any]], rows: list[dict[str, Any]]
+) -> dict[str, tuple[str, ...]]:
+    """{label: the training variants of its checkpoint} for the labels with a known model: the
+    one named for the label, else the one its rows were all solved with (``model`` column,
+    the checkpoint picked by size)."""
     from nco.benchmark import solver_spec, trained_variants
 
     out = {}
     for s in labels:
         spec = {**solver_spec(s)[1], **options.get(s, {})}.get("model")
+        if spec is None:
+            used = {r.get("model") or "" for r in rows if r["solver"] == s}
+            if len(used) == 1 and (only := used.pop()) and Path(only).is_file():
+                spec = only
         if spec is not None:
             got = trained_variants(spec)
             if got is not None:
@@ -303,7 +311,7 @@ def _run(args: argparse.Namespace) -> int:
     from nco.envs import get_problem
 
     if any(get_problem(r["problem"]).has_variants for r in rows):
-        tables = variant_tables(rows, trained=_trained(labels, options))
+        tables = variant_tables(rows, trained=_trained(labels, options, rows))
         text = "\n\n".join(t.text for t in tables)
         print(text)
         with atomic_write(args.out / "table.txt") as fh:

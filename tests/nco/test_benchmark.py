@@ -4,6 +4,7 @@ recomputation from the written files, runs resume, bad input exits 2."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import subprocess
 import sys
@@ -565,6 +566,11 @@ def test_a_time_independent_solver_runs_once_and_stands_for_every_budget_it_fits
     assert not time_independent(NeuralSolver("cvrp50", refine=True))
     assert not time_independent(HybridSolver("cvrp50"))
     files = generate_instances("cvrp", 6, 2, 8, tmp_path / "instances")
+    # a fleet limit: a plan over it is repaired within the time the solve is given
+    inst = E.load(files[0])
+    assert time_independent(NeuralSolver("cvrp50"), inst)
+    fleet = dataclasses.replace(inst, num_vehicles=1)
+    assert not time_independent(NeuralSolver("cvrp50"), fleet)
     log: list[str] = []
     # 1 ms binds (fewer transforms or the nearest-neighbour plan); 5 s does not
     rows = run_benchmark(
