@@ -65,6 +65,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
     "NeuralSolver",
+    "fleet_limited",
     "refine_routes",
     "register",
     "select_checkpoint",
