@@ -93,20 +93,7 @@ def with_fleet(td: TensorDict, per: torch.Tensor | None, total: torch.Tensor | N
 
 def free_mask(state: TensorDict) -> torch.Tensor:
     """The mask of the same state without a fleet."""
-    return mtvrp.mtvrp_mask(
-        state.exclude(*FLEET_KEYS),
-        state["used_capacity_linehaul"],
-        state["used_capacity_backhaul"],
-        state["visited"],
-        state["current_node"],
-        state["current_time"],
-        state["current_route_length"],
-        state["peak_load"],
-        state["route_depot"],
-        state["depot_switched"],
-        state["route_wait"],
-        state["route_slack"],
-    )
+    return mtvrp.mtvrp_mask(state.exclude(*FLEET_KEYS), *_state_args(state)[:-1])
 
 
 def unit_demands(b: int, n: int, num_depots: int = 1, seed: int = 0) -> TensorDict:

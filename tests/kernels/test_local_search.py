@@ -722,12 +722,11 @@ def test_property_variants_every_accepted_move_is_feasible(params):
     )
 
 
-@settings(max_examples=40, deadline=None)
-@given(_variant_params)
-def test_property_variants_infeasible_input_creates_no_violation(params):
-    """Limits below the longest initial routes: the routes infeasible in the output are untouched
-    routes of the input (same customers, same order, same depot)."""
-    seed, flags, n, nd, asym, spare, singletons, k = params
+def _tightened_case(params):
+    """The :func:`_variant_case` of drawn ``params`` with its distance and duration limits cut
+    to 50-100%, so that some initial routes break them; also the rng that cut them (for
+    further draws) and the depot count used."""
+    seed, flags, n, nd, asym, spare, singletons, _ = params
     nd = min(nd, n - 1)
     case = _variant_case(
         seed, flags, n=n, num_depots=nd, asym=asym, spare=spare, singletons=singletons
@@ -736,6 +735,25 @@ def test_property_variants_infeasible_input_creates_no_violation(params):
     for key in ("max_distance", "max_duration"):
         if key in case["kw"]:
             case["kw"][key] *= rng.uniform(0.5, 1.0)
+    return case, rng, nd
+
+
+def _assert_infeasible_routes_untouched(routes, depots, case) -> None:
+    """Every route of the output that breaks a constraint is a route of the input, unchanged
+    and from the same depot."""
+    given_routes = set(zip(map(tuple, case["routes"]), case["depots"]))
+    for r, dep in zip(routes, depots):
+        if _variant_violations(r, dep, case):
+            assert (tuple(r), dep) in given_routes
+
+
+@settings(max_examples=40, deadline=None)
+@given(_variant_params)
+def test_property_variants_infeasible_input_creates_no_violation(params):
+    """Limits below the longest initial routes: the routes infeasible in the output are untouched
+    routes of the input (same customers, same order, same depot)."""
+    n, k = params[2], params[7]
+    case, rng, nd = _tightened_case(params)
     if case["tw"] is not None:
         case["tw"][nd:, 1] -= rng.uniform(0.0, 0.3, n - nd)
         case["tw"][:, 1] = np.maximum(case["tw"][:, 1], case["tw"][:, 0])
@@ -743,10 +761,7 @@ def test_property_variants_infeasible_input_creates_no_violation(params):
     assert sorted(c for r in out for c in r) == list(range(nd, n))
     before = _plan_cost(case["routes"], case["depots"], case)
     assert _plan_cost(out, case["depots"], case) <= before + TOL
-    given_routes = set(zip(map(tuple, case["routes"]), case["depots"]))
-    for r, dep in zip(out, case["depots"]):
-        if _variant_violations(r, dep, case):
-            assert (tuple(r), dep) in given_routes
+    _assert_infeasible_routes_untouched(out, case["depots"], case)
     assert out == _run_md(local_search_mdvrp_reference, case, k=k)
 
 
@@ -998,15 +1013,8 @@ def test_repair_max_attempts_is_a_prefix(seed):
 def test_property_repair_never_touches_an_infeasible_route(params):
     """Limits below the longest initial routes: a route infeasible in the output is an
     untouched route of the input; the repair never adds a route (per over-full depot)."""
-    seed, flags, n, nd, asym, spare, singletons, _ = params
-    nd = min(nd, n - 1)
-    case = _variant_case(
-        seed, flags, n=n, num_depots=nd, asym=asym, spare=spare, singletons=singletons
-    )
-    rng = np.random.default_rng(seed)
-    for key in ("max_distance", "max_duration"):
-        if key in case["kw"]:
-            case["kw"][key] *= rng.uniform(0.5, 1.0)
+    n = params[2]
+    case, rng, nd = _tightened_case(params)
     used = sum(1 for r in case["routes"] if r)
     fleet = max(0, used - int(rng.integers(0, 4)))
     per_depot = rng.integers(0, used + 1, nd) if nd > 1 else None
@@ -1014,10 +1022,7 @@ def test_property_repair_never_touches_an_infeasible_route(params):
     assert out == _run_repair(repair_fleet_reference, case, fleet, per_depot)
     routes, depots = out
     assert sorted(c for r in routes for c in r) == list(range(nd, n))
-    given_routes = set(zip(map(tuple, case["routes"]), case["depots"]))
-    for r, dep in zip(routes, depots):
-        if _variant_violations(r, dep, case):
-            assert (tuple(r), dep) in given_routes
+    _assert_infeasible_routes_untouched(routes, depots, case)
     assert len(routes) <= used
     assert _excess(routes, depots, nd, fleet, per_depot) <= _excess(
         case["routes"], case["depots"], nd, fleet, per_depot
